@@ -1,0 +1,219 @@
+//! The integration-test builder: a script, arguments and environment in; exit code, stdout
+//! and stderr out. Every test runs the real binary in its own temporary directory.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rollback");
+
+/// A platform definition with one environment, `test`, and nothing external configured.
+pub const TEST_PLATFORM: &str = r#"
+[environments.test]
+namespace = "tracktion-test"
+health_url = "http://127.0.0.1:9/{service}/{slot}"
+
+[services.analysis-service]
+replicas = { default = 2 }
+"#;
+
+pub struct Test {
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Option<String>,
+    script_args: bool,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub dir: PathBuf,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Test {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("platform.toml"), TEST_PLATFORM).unwrap();
+        Test {
+            dir,
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            script_args: false,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `proc.rhai` and runs it: `rollback run <dir>/proc.rhai --env test --yes? ...`.
+    pub fn script(mut self, text: &str) -> Self {
+        std::fs::write(self.path("proc.rhai"), text).unwrap();
+        self.script_args = true;
+        self
+    }
+
+    pub fn file(self, name: &str, text: &str) -> Self {
+        let path = self.path(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    pub fn platform(self, text: &str) -> Self {
+        std::fs::write(self.path("platform.toml"), text).unwrap();
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.into());
+        self
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.path("journal.jsonl")
+    }
+
+    pub fn report(&self) -> PathBuf {
+        self.path("report.md")
+    }
+
+    /// The command as it will run, for tests that need to drive the process themselves.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("USER", "tester")
+            .env("ROLLBACK_HOME", self.path("home"))
+            .env("ROLLBACK_PLATFORM", self.path("platform.toml"));
+        if self.script_args {
+            cmd.arg("run")
+                .arg(self.path("proc.rhai"))
+                .args(["--env", "test"])
+                .arg("--journal")
+                .arg(self.journal())
+                .arg("--report")
+                .arg(self.report());
+        }
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(self) -> Run {
+        let mut cmd = self.command();
+        cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn rollback");
+        if let Some(input) = &self.stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+        let dir = self.dir.keep();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            dir,
+        }
+    }
+}
+
+impl Run {
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.code, expected,
+            "exit code {} (expected {expected})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn success(&self) -> &Self {
+        self.code(0)
+    }
+
+    pub fn stdout_has(&self, text: &str) -> &Self {
+        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn stderr_has(&self, text: &str) -> &Self {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n--- stderr\n{}", self.stderr);
+        self
+    }
+
+    pub fn stderr_lacks(&self, text: &str) -> &Self {
+        assert!(!self.stderr.contains(text), "stderr has {text:?}\n--- stderr\n{}", self.stderr);
+        self
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        self.file("journal.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn report(&self) -> String {
+        self.file("report.md")
+    }
+
+    /// Every artifact a run leaves: output, journal, report, and any file under its home.
+    pub fn all_output(&self) -> String {
+        let mut all = format!("{}\n{}", self.stdout, self.stderr);
+        collect_files(&self.dir, &mut all);
+        all
+    }
+}
+
+fn collect_files(dir: &Path, into: &mut String) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, into);
+        } else if path.extension().is_some_and(|e| e == "jsonl" || e == "md") {
+            into.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
