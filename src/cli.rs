@@ -20,6 +20,7 @@ use std::time::Duration;
     name = "rollback",
     version,
     about = "Run rollback procedures written in Rhai against Kubernetes, Helm, PostgreSQL and Prometheus.",
+    args_override_self = true,
     after_help = "Exit codes: 0 success, 1 procedure failed, 2 usage or script error, 3 aborted or out of time."
 )]
 pub struct Cli {
@@ -389,6 +390,7 @@ fn parse_params(
         .about(about)
         .no_binary_name(true)
         .disable_version_flag(true)
+        .args_override_self(true)
         .help_template("{about}\n\n{usage-heading} {usage}\n\n{all-args}");
     command = GlobalArgs::augment_args(command);
     for param in &header.params {

@@ -41,18 +41,24 @@ readonly WORKDIR
 readonly CONFIG="${WORKDIR}/kwokctl.yaml"
 readonly KUBECONFIG_PATH="${WORKDIR}/kubeconfig"
 readonly CLUSTER_DIR="${WORKDIR}/clusters/${NAME}"
+readonly LOCK_DIR="${ROLLBACK_CACHE:-/var/cache/rollback}/testbed"
 
+[[ "${NODES}" =~ ^[1-9][0-9]*$ ]] || die "TESTBED_NODES must be a positive integer: ${NODES}"
 [[ "${NAME}" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "cluster name must be a DNS label: ${NAME}"
 
 # kwokctl keeps its state (and looks for default config) under KWOK_WORKDIR; pointing it at
 # WORKDIR keeps clusters apart and leaves ~/.kwok untouched.
 export KWOK_WORKDIR="${WORKDIR}"
 
+# `up` makes sure the binaries are built (seconds when they are); the other commands only
+# need to know where they are.
 bin_dir() {
   if [[ -n "${TESTBED_BIN:-}" ]]; then
     printf '%s\n' "${TESTBED_BIN}"
-  else
+  elif [[ "${CMD}" == "up" ]]; then
     "${SCRIPT_DIR}/provision.sh" | tail -1
+  else
+    "${SCRIPT_DIR}/provision.sh" --print-bin
   fi
 }
 
@@ -63,6 +69,22 @@ readonly BIN
 kwokctl() { "${BIN}/kwokctl" "$@"; }
 kc() { "${KUBECTL}" --kubeconfig "${KUBECONFIG_PATH}" "$@"; }
 
+# Prints N TCP ports below 32768 (outside the kernel's ephemeral range, so outgoing
+# connections never take them) that no socket on the machine uses, counting down like kwokctl.
+# kwokctl would find free ports itself, but it probes each one by briefly listening on the
+# wildcard address as well as on 127.0.0.1; reading `ss` instead binds nothing.
+pick_ports() {
+  local n=$1 port count=0 used
+  used="$(ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)"
+  for ((port = 32767; port > 10000 && count < n; port--)); do
+    if ! grep -qx "${port}" <<<"${used}"; then
+      printf '%s\n' "${port}"
+      count=$((count + 1))
+    fi
+  done
+  ((count == n)) || die "could not find ${n} free ports"
+}
+
 write_config() {
   # Every binary is named explicitly: kwokctl downloads whatever is left unset, and nothing
   # can be downloaded here. bindAddress defaults to 0.0.0.0; 127.0.0.1 keeps every listener
@@ -70,6 +92,9 @@ write_config() {
   # loopback. The versions are read from the binaries themselves (they are stamped).
   local kubectl_path
   kubectl_path="$(command -v "${KUBECTL}")" || die "kubectl not found"
+  local -a ports
+  mapfile -t ports < <(pick_ports 6)
+  ((${#ports[@]} == 6)) || die "could not find 6 free ports"
   cat >"${CONFIG}" <<EOF
 kind: KwokctlConfiguration
 apiVersion: config.kwok.x-k8s.io/v1alpha1
@@ -83,6 +108,12 @@ options:
   kwokControllerBinary: ${BIN}/kwok
   kubectlBinary: ${kubectl_path}
   cacheDir: ${WORKDIR}/cache
+  etcdPeerPort: ${ports[0]}
+  etcdPort: ${ports[1]}
+  kubeApiserverPort: ${ports[2]}
+  kwokControllerPort: ${ports[3]}
+  kubeControllerManagerPort: ${ports[4]}
+  kubeSchedulerPort: ${ports[5]}
 EOF
 }
 
@@ -107,7 +138,7 @@ leftover_pids() {
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     [[ "${p}" != "$$" ]] || continue
-    cmdline="$(tr '\0' ' ' <"/proc/${p}/cmdline" 2>/dev/null)" || continue
+    cmdline="$( { tr '\0' ' ' <"/proc/${p}/cmdline"; } 2>/dev/null)" || continue
     if [[ "${cmdline}" == *"${CLUSTER_DIR}/"* ]]; then
       printf '%s\n' "${p}"
     fi
@@ -183,18 +214,25 @@ node_count_at_least() {
   ((n >= $1))
 }
 
-cmd_up() {
-  local start=${SECONDS}
+# One attempt at bringing the cluster up; runs as a child process so that its EXIT trap can
+# tear down a half-started cluster and the parent can try again.
+cmd_up_once() {
   if [[ -d "${CLUSTER_DIR}" ]]; then
     die "cluster ${NAME} already exists in ${WORKDIR}; run 'down' first or use a fresh WORKDIR"
   fi
+  # The parent holds the creation lock on fd 8; the components must not inherit it, or a
+  # leftover process would keep it held.
+  exec 8>&-
   write_config
   log "creating cluster ${NAME} in ${WORKDIR}"
   trap on_up_exit EXIT
+  trap 'exit 130' INT TERM
   kwokctl --config "${CONFIG}" create cluster \
     --name "${NAME}" \
     --kubeconfig "${KUBECONFIG_PATH}" \
     --wait 120s >&2
+  # kwokctl logs a failed --wait but still exits 0, so readiness is checked here as well.
+  wait_for "kube-apiserver /readyz" 60 kc get --raw /readyz
   kwokctl --name "${NAME}" scale node --replicas "${NODES}" >&2
   wait_for "${NODES} nodes" 60 node_count_at_least "${NODES}"
   kc wait --for=condition=Ready node --all --timeout=60s >&2
@@ -202,8 +240,34 @@ cmd_up() {
   wait_for "the default ServiceAccount" 60 kc -n default get serviceaccount default
   check_loopback_only || die "a component listens off loopback"
   UP_DONE=1
-  log "cluster ${NAME} up in $((SECONDS - start))s"
-  printf '%s\n' "${KUBECONFIG_PATH}"
+}
+
+cmd_up() {
+  local start=${SECONDS}
+  if [[ -d "${CLUSTER_DIR}" ]]; then
+    die "cluster ${NAME} already exists in ${WORKDIR}; run 'down' first or use a fresh WORKDIR"
+  fi
+  # Ports are picked as free when the config is written but only taken when the components
+  # start, so two clusters created at the same moment could pick the same ones (etcd then
+  # fails with "address already in use"). Creation is serialised machine-wide; the lock is
+  # held until every component listens, after which the next pick sees those ports taken.
+  mkdir -p "${LOCK_DIR}"
+  exec 8>"${LOCK_DIR}/.cluster-create.lock"
+  if ! flock -n 8; then
+    log "another cluster is being created; waiting for its lock"
+    flock -w 600 8 || die "timed out waiting for ${LOCK_DIR}/.cluster-create.lock"
+  fi
+  local attempt
+  for attempt in 1 2; do
+    if TESTBED_BIN="${BIN}" "${BASH_SOURCE[0]}" __up_once "${NAME}" "${WORKDIR}"; then
+      flock -u 8
+      log "cluster ${NAME} up in $((SECONDS - start))s"
+      printf '%s\n' "${KUBECONFIG_PATH}"
+      return 0
+    fi
+    log "attempt ${attempt} to bring up ${NAME} failed"
+  done
+  die "could not bring up cluster ${NAME}; see ${WORKDIR}/failed-logs"
 }
 
 kill_pids() {
@@ -269,6 +333,7 @@ cmd_env() {
 
 case "${CMD}" in
   up) cmd_up ;;
+  __up_once) cmd_up_once ;;
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;

@@ -12,6 +12,7 @@
 # so a re-run (or a rebuild after a version bump) reuses earlier compilation.
 #
 # Usage:  BIN=$(testbed/provision.sh | tail -1)
+#         testbed/provision.sh --print-bin   # only print the bin directory, build nothing
 # Progress goes to stderr; the last line of stdout is the bin directory.
 set -euo pipefail
 
@@ -27,6 +28,11 @@ readonly KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-
 readonly ROOT="${CACHE}/testbed/${KEY}"
 readonly BIN="${ROOT}/bin"
 readonly SRC="${ROOT}/src"
+
+if [[ "${1:-}" == "--print-bin" ]]; then
+  printf '%s\n' "${BIN}"
+  exit 0
+fi
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -100,6 +106,7 @@ install_built() {
 
 TOTAL_START=${SECONDS}
 declare -A TIMES=()
+BUILT=()
 
 timed() {
   local name=$1
@@ -108,6 +115,7 @@ timed() {
   log "${name}: building"
   "$@"
   TIMES[${name}]=$((SECONDS - start))
+  BUILT+=("${name}")
   log "${name}: built in ${TIMES[${name}]}s"
 }
 
@@ -227,10 +235,10 @@ if ! has_version helm "${HELM_VERSION}" version --template '{{.Version}}'; then
     "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
 fi
 
-if ((${#TIMES[@]} == 0)); then
+if ((${#BUILT[@]} == 0)); then
   log "all binaries present with the pinned versions; nothing built"
 else
-  for name in "${!TIMES[@]}"; do
+  for name in "${BUILT[@]}"; do
     log "time ${name}: ${TIMES[${name}]}s"
   done
 fi

@@ -87,7 +87,10 @@ impl<'a> Checker<'a> {
                 Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
                     variables.insert(x.0.name.to_string());
                 }
-                Some(ASTNode::Expr(Expr::FnCall(call, pos))) if !call.is_operator_call() => {
+                Some(ASTNode::Expr(Expr::FnCall(call, pos)))
+                | Some(ASTNode::Stmt(Stmt::FnCall(call, pos)))
+                    if !call.is_operator_call() =>
+                {
                     calls.push((call.namespace.to_string(), call.name.to_string(), *pos));
                 }
                 _ => {}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// Limits sized for procedures, not for general computation: generous enough for loops over a
 /// few hundred services, tight enough that a runaway script stops instead of hanging a pager.
-pub const MAX_OPERATIONS: u64 = 50_000_000;
+pub const MAX_OPERATIONS: u64 = 5_000_000;
 pub const MAX_CALL_LEVELS: usize = 64;
 pub const MAX_EXPR_DEPTH: usize = 64;
 pub const MAX_FN_EXPR_DEPTH: usize = 32;

@@ -152,10 +152,10 @@ pub fn parse_header(source: &Source) -> Result<Header> {
                 default,
                 help: caps[4].trim().to_string(),
             };
-            if let Some(default) = &param.default {
-                if let Err(e) = param.convert(default) {
-                    return Err(err(line_no, format!("default value: {e}")));
-                }
+            if let Some(default) = &param.default
+                && let Err(e) = param.convert(default)
+            {
+                return Err(err(line_no, format!("default value: {e}")));
             }
             if header.params.iter().any(|p| p.name == param.name) {
                 return Err(err(

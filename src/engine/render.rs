@@ -113,7 +113,7 @@ fn describe(err: &EvalAltResult, docs: &[FnDoc]) -> (Kind, String, Option<String
                     let help = (kind == Kind::Usage)
                         .then(|| doc_for(&get("function"), docs).map(usage_help))
                         .flatten();
-                    return (kind, format!("{} failed: {}", get("function"), get("message")), help);
+                    return (kind, format!("`{}` failed: {}", get("function"), get("message")), help);
                 }
             }
             (Kind::Failed, format!("the procedure failed: {value}"), None)
@@ -138,12 +138,21 @@ fn describe(err: &EvalAltResult, docs: &[FnDoc]) -> (Kind, String, Option<String
                 help.or_else(|| Some("`rollback docs` lists every host function".into())),
             )
         }
+        EvalAltResult::ErrorParsing(rhai::ParseErrorType::ModuleUndefined(name), _) => (
+            Kind::Usage,
+            format!("unknown module `{name}`"),
+            Some(format!(
+                "host modules: {}; stdlib modules are imported first: `import \"{name}\" as {name};`",
+                host_modules(docs).join(", ")
+            )),
+        ),
         EvalAltResult::ErrorModuleNotFound(name, _) => (
             Kind::Usage,
             format!("unknown module \"{name}\""),
             Some("stdlib modules are imported by name, e.g. `import \"health\" as health;`; `rollback docs --modules` lists them".into()),
         ),
-        EvalAltResult::ErrorVariableNotFound(name, _) => (
+        EvalAltResult::ErrorParsing(rhai::ParseErrorType::VariableUndefined(name), _)
+        | EvalAltResult::ErrorVariableNotFound(name, _) => (
             Kind::Usage,
             format!("unknown variable `{name}`"),
             Some("declare it with `let`, or declare a parameter with `//! @param`".into()),
@@ -175,6 +184,12 @@ fn plain(err: &EvalAltResult) -> String {
         text = first.to_lowercase() + &text[1..];
     }
     text
+}
+
+fn host_modules(docs: &[FnDoc]) -> Vec<&'static str> {
+    let mut modules: Vec<&'static str> = docs.iter().filter_map(|d| d.module).collect();
+    modules.dedup();
+    modules
 }
 
 fn doc_for<'a>(name: &str, docs: &'a [FnDoc]) -> Option<&'a FnDoc> {

@@ -166,3 +166,70 @@ pub fn dynamic_to_json(value: &Dynamic) -> serde_json::Value {
     rhai::serde::from_dynamic(value)
         .unwrap_or_else(|_| serde_json::Value::String(value.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::ScriptEngine;
+    use crate::engine::catalog::{Catalog, Source};
+    use crate::engine::lint::Checker;
+    use std::collections::BTreeSet;
+
+    fn engine() -> (ScriptEngine, Catalog) {
+        let catalog = Catalog::default();
+        let session = crate::cli::offline_session(&Default::default(), &catalog).unwrap();
+        (ScriptEngine::new(&session, &catalog), catalog)
+    }
+
+    #[test]
+    fn every_host_function_is_documented() {
+        let (engine, _) = engine();
+        let documented: BTreeSet<String> = engine.docs.iter().map(|d| d.qualified_name()).collect();
+        let registered: BTreeSet<String> = engine
+            .engine
+            .gen_fn_signatures(false)
+            .iter()
+            .filter_map(|sig| sig.split('(').next().map(|n| n.trim().to_string()))
+            .collect();
+        let missing: Vec<&String> = registered.difference(&documented).collect();
+        assert!(missing.is_empty(), "registered without docs: {missing:?}");
+        assert!(
+            documented.len() >= 10,
+            "only {} functions documented",
+            documented.len()
+        );
+    }
+
+    #[test]
+    fn every_doc_has_a_sentence_a_signature_and_a_checked_example() {
+        let (engine, catalog) = engine();
+        let mut checker = Checker::new(&engine, &catalog);
+        for doc in engine.docs.iter() {
+            let name = doc.qualified_name();
+            assert!(
+                doc.summary.ends_with('.'),
+                "{name}: summary must be a sentence ending with a period"
+            );
+            assert!(doc.summary.len() > 20, "{name}: summary too short");
+            assert!(
+                doc.signature.starts_with('('),
+                "{name}: signature must start with its parameters"
+            );
+            assert!(
+                doc.example.contains(doc.name),
+                "{name}: the example must call the function"
+            );
+            let problems = checker.check(
+                &Source {
+                    display: format!("example of {name}"),
+                    text: doc.example.to_string(),
+                },
+                true,
+            );
+            let messages: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+            assert!(
+                messages.is_empty(),
+                "{name}: example does not check: {messages:?}"
+            );
+        }
+    }
+}

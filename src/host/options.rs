@@ -9,8 +9,8 @@ pub fn parse<T: DeserializeOwned>(function: &str, opts: rhai::Map) -> Result<T, 
     rhai::serde::from_dynamic(&rhai::Dynamic::from_map(opts)).map_err(|e| {
         let detail = e.to_string();
         let detail = detail
-            .strip_prefix("Runtime error: ")
-            .unwrap_or(&detail)
+            .trim_start_matches("Runtime error: ")
+            .trim_start_matches("Syntax error: ")
             .trim_end_matches(" (line 0, position 0)")
             .to_string();
         let _ = function;

@@ -82,7 +82,8 @@ impl Test {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
         self
     }
 
@@ -131,14 +132,27 @@ impl Test {
 
     pub fn run(self) -> Run {
         let mut cmd = self.command();
-        cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn rollback");
         if let Some(input) = &self.stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
-        let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
         let dir = self.dir.keep();
         Run {
             code: status.code().unwrap_or(-1),
@@ -164,17 +178,30 @@ impl Run {
     }
 
     pub fn stdout_has(&self, text: &str) -> &Self {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     pub fn stderr_has(&self, text: &str) -> &Self {
-        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n--- stderr\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}\n--- stderr\n{}",
+            self.stderr
+        );
         self
     }
 
     pub fn stderr_lacks(&self, text: &str) -> &Self {
-        assert!(!self.stderr.contains(text), "stderr has {text:?}\n--- stderr\n{}", self.stderr);
+        assert!(
+            !self.stderr.contains(text),
+            "stderr has {text:?}\n--- stderr\n{}",
+            self.stderr
+        );
         self
     }
 
@@ -202,7 +229,9 @@ impl Run {
 }
 
 fn collect_files(dir: &Path, into: &mut String) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -215,5 +244,24 @@ fn collect_files(dir: &Path, into: &mut String) {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub mod http;
+
+/// Waits (bounded) until `path` exists and `ready` holds for its text; a hang guard, not a timing check.
+pub fn wait_for_file(path: &Path, ready: impl Fn(&str) -> bool) -> String {
+    for _ in 0..400 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && ready(&text)
+        {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} did not become ready", path.display());
 }
