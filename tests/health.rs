@@ -107,7 +107,9 @@ fn invalid_options_and_urls_are_usage_errors() {
         .script("health_check(\"http://127.0.0.1:9/\", #{ timout: 3 });\n")
         .run()
         .code(2)
-        .stderr_has("`health_check` failed: invalid options: unknown field `timout`, expected one of `timeout`");
+        .stderr_has("`health_check` failed: invalid options: unknown field `timout`, expected one of `timeout`")
+        .stderr_has("proc.rhai:1:1\n")
+        .stderr_has(" 1 | health_check(");
     Test::new()
         .script("health_check(\"ftp://host/\");\n")
         .run()

@@ -1,4 +1,5 @@
 //! Small HTTP servers on loopback for tests: health endpoints and webhook receivers that
+#![allow(dead_code)]
 //! record what they were sent.
 
 use std::io::{BufRead, BufReader, Read, Write};
