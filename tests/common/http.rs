@@ -1,6 +1,6 @@
 //! Small HTTP servers on loopback for tests: health endpoints and webhook receivers that
-#![allow(dead_code)]
 //! record what they were sent.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
