@@ -89,3 +89,24 @@ pub fn payload(n: &Notice) -> Value {
         "blocks": blocks,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_text_cannot_ping_or_link() {
+        assert_eq!(
+            escape("<!channel> a & <b|c>"),
+            "&lt;!channel&gt; a &amp; &lt;b|c&gt;"
+        );
+    }
+
+    #[test]
+    fn long_texts_are_cut_to_the_limit() {
+        let cut = truncate(&"x".repeat(200), HEADER_MAX);
+        assert_eq!(cut.chars().count(), HEADER_MAX);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short", HEADER_MAX), "short");
+    }
+}
