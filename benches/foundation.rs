@@ -20,7 +20,11 @@ fn time_command(n: usize, build: impl Fn() -> Command) -> Duration {
     let samples = (0..n)
         .map(|_| {
             let started = Instant::now();
-            let status = build().stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+            let status = build()
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
             assert!(status.success(), "benchmark command failed: {status}");
             started.elapsed()
         })
@@ -30,13 +34,20 @@ fn time_command(n: usize, build: impl Fn() -> Command) -> Duration {
 
 /// Peak resident memory (KiB) of one child run, from the kernel's accounting of that child.
 fn peak_rss_kib(mut cmd: Command) -> (i64, bool) {
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child pid with valid out-pointers.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32);
-    (usage.ru_maxrss, libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+    (
+        usage.ru_maxrss,
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    )
 }
 
 fn ms(d: Duration) -> f64 {
@@ -60,13 +71,30 @@ fn main() {
     let version = time_command(21, || rollback(&["--version"]));
     let check = time_command(11, || rollback(&["check"]));
     println!("{:<44} {:>10} {:>10}", "start-up", "median", "target");
-    println!("{:<44} {:>8.1}ms {:>10}", "spawn of `true` (process baseline)", ms(baseline), "-");
-    println!("{:<44} {:>8.1}ms {:>10}", "rollback --version", ms(version), "< 50 ms");
-    println!("{:<44} {:>8.1}ms {:>10}", "rollback check (all shipped scripts)", ms(check), "< 50 ms");
+    println!(
+        "{:<44} {:>8.1}ms {:>10}",
+        "spawn of `true` (process baseline)",
+        ms(baseline),
+        "-"
+    );
+    println!(
+        "{:<44} {:>8.1}ms {:>10}",
+        "rollback --version",
+        ms(version),
+        "< 50 ms"
+    );
+    println!(
+        "{:<44} {:>8.1}ms {:>10}",
+        "rollback check (all shipped scripts)",
+        ms(check),
+        "< 50 ms"
+    );
 
     // 50 endpoints that each answer after 200 ms.
     let server = http::serve(|_| http::Reply::ok("ok").after(Duration::from_millis(200)));
-    let urls: Vec<String> = (0..50).map(|i| format!("\"{}\"", server.url(&format!("/svc{i}")))).collect();
+    let urls: Vec<String> = (0..50)
+        .map(|i| format!("\"{}\"", server.url(&format!("/svc{i}"))))
+        .collect();
     let list = urls.join(", ");
     let concurrent = dir.path().join("concurrent.rhai");
     std::fs::write(
@@ -82,25 +110,54 @@ fn main() {
     .unwrap();
     let run_script = |path: &std::path::Path| {
         let mut cmd = rollback(&["run", path.to_str().unwrap(), "--env", "bench", "-qq"]);
-        cmd.arg("--journal").arg(dir.path().join(format!("j-{}.jsonl", uuid_like())));
+        cmd.arg("--journal")
+            .arg(dir.path().join(format!("j-{}.jsonl", uuid_like())));
         cmd
     };
     let all = time_command(5, || run_script(&concurrent));
     let one_by_one = time_command(3, || run_script(&sequential));
-    println!("\n{:<44} {:>10} {:>10}", "50 endpoints answering after 200 ms", "median", "target");
-    println!("{:<44} {:>9.2}s {:>10}", "health_check_all (one call, concurrent)", all.as_secs_f64(), "< 0.5 s");
-    println!("{:<44} {:>9.2}s {:>10}", "health_check one by one (runbook style)", one_by_one.as_secs_f64(), "~10 s");
-    println!("{:<44} {:>9.1}x", "speed-up", one_by_one.as_secs_f64() / all.as_secs_f64());
+    println!(
+        "\n{:<44} {:>10} {:>10}",
+        "50 endpoints answering after 200 ms", "median", "target"
+    );
+    println!(
+        "{:<44} {:>9.2}s {:>10}",
+        "health_check_all (one call, concurrent)",
+        all.as_secs_f64(),
+        "< 0.5 s"
+    );
+    println!(
+        "{:<44} {:>9.2}s {:>10}",
+        "health_check one by one (runbook style)",
+        one_by_one.as_secs_f64(),
+        "~10 s"
+    );
+    println!(
+        "{:<44} {:>9.1}x",
+        "speed-up",
+        one_by_one.as_secs_f64() / all.as_secs_f64()
+    );
 
     let (rss, ok) = peak_rss_kib(run_script(&concurrent));
     assert!(ok, "the memory run failed");
-    println!("\n{:<44} {:>8.1}MB {:>10}", "peak RSS of a procedure run (50 checks)", rss as f64 / 1024.0, "< 30 MB");
+    println!(
+        "\n{:<44} {:>8.1}MB {:>10}",
+        "peak RSS of a procedure run (50 checks)",
+        rss as f64 / 1024.0,
+        "< 30 MB"
+    );
 }
 
 fn uuid_like() -> String {
-    format!("{:x}", Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_seed())
+    format!(
+        "{:x}",
+        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_seed()
+    )
 }
 
 fn rand_seed() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }

@@ -95,7 +95,11 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
     let started = chrono::DateTime::parse_from_rfc3339(&start.time).ok();
     let end = records.iter().rev().find(|r| r.function == SESSION_END);
     let arg = |k: &str| short(start.args.get(k).unwrap_or(&Value::Null), 200);
-    let dry_run = start.dry_run;
+    // A REPL session can leave dry-run mid-way: any change actually sent makes it a live run.
+    let dry_run = start.dry_run
+        && !records
+            .iter()
+            .any(|r| r.mutating && r.outcome.status != "planned");
     let status = end
         .map(|e| e.outcome.status.clone())
         .unwrap_or_else(|| "unfinished".into());
@@ -272,6 +276,10 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
                 short(r.args.get("name").unwrap_or(&Value::Null), 40)
             ),
             "log" => continue,
+            "repl" => format!(
+                "`> {}`",
+                short(r.args.get("line").unwrap_or(&Value::Null), 80)
+            ),
             f if r.mutating => format!("`{f}` {}", short(&r.args, 80)),
             _ => continue,
         };

@@ -7,4 +7,4 @@ bash testbed/setup.sh
 # Build artefacts live outside the clone so every checkout, and CI, reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/rollback/target}"
 cargo build --locked --all-targets
-cargo test --locked
+cargo test --locked --no-fail-fast

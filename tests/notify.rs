@@ -427,7 +427,7 @@ fn bad_options_are_script_errors() {
         .script(r#"notify("x", #{ severity: "urgent" });"#)
         .run();
     run.code(2).stderr_has(
-        "notify failed: unknown severity 'urgent': use info, warning, error or critical",
+        "`notify` failed: unknown severity 'urgent': use info, warning, error or critical",
     );
     let run = channels
         .test(10)

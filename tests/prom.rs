@@ -236,7 +236,7 @@ fn query_returns_labels_values_and_time() {
 fn invalid_promql_is_a_script_error_with_prometheus_message() {
     let run = run_with_prometheus(r#"prom::query("sum(rate(http_requests_total[5m])");"#);
     run.code(2)
-        .stderr_has("prom::query failed: Prometheus rejected the query:")
+        .stderr_has("`prom::query` failed: Prometheus rejected the query:")
         .stderr_has("parse error")
         .stderr_has("fix the PromQL");
 }
@@ -283,7 +283,7 @@ fn unreachable_prometheus_names_the_url_and_what_to_check() {
         .run();
     run.code(1)
         .stderr_has(&format!(
-            "prom::error_rate failed: cannot reach Prometheus at {url}: cannot connect:"
+            "`prom::error_rate` failed: cannot reach Prometheus at {url}: cannot connect:"
         ))
         .stderr_has("check prometheus_url and that Prometheus is up");
     assert_eq!(
@@ -409,7 +409,7 @@ fn bad_metric_and_label_names_are_named() {
         &[],
     );
     run.code(2)
-        .stderr_has("prom::push failed: 'rollback-runs' is not a valid Prometheus metric name");
+        .stderr_has("`prom::push` failed: 'rollback-runs' is not a valid Prometheus metric name");
     let run = run_with_pushgateway(
         r#"prom::push("rollback-bad", #{ runs: 1 }, #{ labels: #{ "bad-label": "x" } });"#,
         &[],

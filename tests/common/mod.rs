@@ -31,6 +31,8 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub dir: PathBuf,
+    /// Removes the run's directory when the test is done with it.
+    _dir: tempfile::TempDir,
 }
 
 impl Default for Test {
@@ -153,12 +155,12 @@ impl Test {
             stdout,
             stderr,
         } = child.wait_with_output().unwrap();
-        let dir = self.dir.keep();
         Run {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            dir,
+            dir: self.dir.path().to_path_buf(),
+            _dir: self.dir,
         }
     }
 }
