@@ -91,9 +91,10 @@ fn main() {
     );
 
     // 50 endpoints that each answer after 200 ms.
-    let server = http::serve(|_| http::Reply::ok("ok").after(Duration::from_millis(200)));
+    let server =
+        http::HttpServer::start(|_| http::Reply::ok("ok").after(Duration::from_millis(200)));
     let urls: Vec<String> = (0..50)
-        .map(|i| format!("\"{}\"", server.url(&format!("/svc{i}"))))
+        .map(|i| format!("\"{}\"", format!("{}/svc{i}", server.url())))
         .collect();
     let list = urls.join(", ");
     let concurrent = dir.path().join("concurrent.rhai");

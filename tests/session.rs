@@ -2,18 +2,18 @@
 
 mod common;
 use common::Test;
-use common::http::{Reply, serve};
+use common::http::{HttpServer, Reply};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
 fn time_budget_cancels_the_call_in_flight() {
-    let server = serve(|_| Reply::ok("late").after(Duration::from_secs(60)));
+    let server = HttpServer::start(|_| Reply::ok("late").after(Duration::from_secs(60)));
     let started = Instant::now();
     let run = Test::new()
         .script(&format!(
             "log(\"before\");\nhealth_check(\"{}\", #{{ timeout: 120, retries: 0 }});\nlog(\"after\");\n",
-            server.url("/")
+            format!("{}{}", server.url(), "/")
         ))
         .args(["--timeout", "1s"])
         .run();
