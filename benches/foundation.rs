@@ -33,6 +33,7 @@ fn time_command(n: usize, build: impl Fn() -> Command) -> Duration {
 }
 
 /// Peak resident memory (KiB) of one child run, from the kernel's accounting of that child.
+#[allow(clippy::zombie_processes)] // wait4 below reaps it; clippy only knows Child::wait.
 fn peak_rss_kib(mut cmd: Command) -> (i64, bool) {
     let child = cmd
         .stdout(Stdio::null())
@@ -94,7 +95,7 @@ fn main() {
     let server =
         http::HttpServer::start(|_| http::Reply::ok("ok").after(Duration::from_millis(200)));
     let urls: Vec<String> = (0..50)
-        .map(|i| format!("\"{}\"", format!("{}/svc{i}", server.url())))
+        .map(|i| format!("\"{}/svc{i}\"", server.url()))
         .collect();
     let list = urls.join(", ");
     let concurrent = dir.path().join("concurrent.rhai");

@@ -13,7 +13,7 @@ fn healthy_endpoint_reports_status_and_latency() {
     let run = Test::new()
         .script(&format!(
             "let h = health_check(\"{}\", #{{ expect_body: \"ok\" }});\nif !h.ok || h.status != 200 || h.attempts != 1 {{ throw h; }}\nlog(`latency ${{h.latency_ms}}`);\n",
-            format!("{}{}", server.url(), "/health")
+            server.url() + "/health"
         ))
         .run();
     run.success().stderr_has("latency ");
@@ -35,7 +35,7 @@ fn retries_with_backoff_until_healthy() {
     Test::new()
         .script(&format!(
             "let h = health_check(\"{}\", #{{ retries: 3, backoff: 0.05 }});\nif !h.ok || h.attempts != 3 {{ throw h; }}\n",
-            format!("{}{}", server.url(), "/")
+            server.url() + "/"
         ))
         .run()
         .success();
@@ -59,9 +59,9 @@ log(`b=${{b.ok}} ${{b.error}}`);
 log(`c=${{c.ok}} ${{c.error}}`);
 log(`d=${{d.ok}} ${{d.error}}`);
 "#,
-            format!("{}{}", server.url(), "/"),
-            format!("{}{}", slow.url(), "/"),
-            format!("{}{}", slow.url(), "/")
+            server.url() + "/",
+            slow.url() + "/",
+            slow.url() + "/"
         ))
         .run();
     run.success()

@@ -13,7 +13,7 @@ fn time_budget_cancels_the_call_in_flight() {
     let run = Test::new()
         .script(&format!(
             "log(\"before\");\nhealth_check(\"{}\", #{{ timeout: 120, retries: 0 }});\nlog(\"after\");\n",
-            format!("{}{}", server.url(), "/")
+            server.url() + "/"
         ))
         .args(["--timeout", "1s"])
         .run();
