@@ -44,12 +44,11 @@ fn start_update_reaches_slack_without_paging() {
     let sent = slack.requests();
     assert_eq!(sent.len(), 1);
     let body = sent[0].json();
-    assert_eq!(
+    assert!(
         body["text"]
             .as_str()
             .unwrap()
             .contains("Rollback started on test."),
-        true,
         "{body}"
     );
     assert!(
