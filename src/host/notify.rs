@@ -201,7 +201,7 @@ fn notify(session: &Session, message: &str, opts: Map) -> Result<Dynamic, Box<Ev
         warn_undelivered(&planned, &session.environment());
     }
     let args = json!({"message": message, "opts": parsed});
-    let client = session.http.clone();
+    let client = session.http();
     let environment = session.environment();
     session.mutate(
         f,

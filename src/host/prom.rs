@@ -199,7 +199,7 @@ fn query(session: &Session, promql: &str, opts: Map) -> Result<Dynamic, Box<Eval
         Ok((o, timeout, prometheus_url(session)?))
     })();
     let (o, timeout, base) = prepared.map_err(|e| e.into_rhai(f))?;
-    let client = session.http.clone();
+    let client = session.http();
     let promql = promql.to_string();
     let args = json!({"promql": promql, "opts": o});
     session.read(f, args, async move {
@@ -230,7 +230,7 @@ fn indicator(session: &Session, doc: &FnDoc, opts: Map) -> Result<Dynamic, Box<E
         Ok((o, promql, prometheus_url(session)?))
     })();
     let (o, promql, base) = prepared.map_err(|e| e.into_rhai(&f))?;
-    let client = session.http.clone();
+    let client = session.http();
     let timeout = Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS);
     session.read(&f, json!({"opts": o}), async move {
         let samples = api::instant_query(&client, &base, &promql, "", timeout).await?;
@@ -289,7 +289,7 @@ fn push(
         metrics: count,
     };
     let planned = result.clone();
-    let client = session.http.clone();
+    let client = session.http();
     session.mutate(f, args, planned_request, move || planned, async move {
         let response = client
             .post(request.url)
