@@ -4,7 +4,7 @@
 //! to `Session::read` or `Session::mutate`, which enforce dry-run, the deadline and Ctrl-C,
 //! and journal the call once.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::host::HostError;
 use crate::journal::{Entry, Journal, Outcome, Record};
 use crate::platform::{Environment, Platform};
