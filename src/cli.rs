@@ -111,6 +111,11 @@ pub enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// The local rehearsal platform: `up`, `status`, `inject` an incident, `down`.
+    Sandbox {
+        #[command(subcommand)]
+        command: crate::sandbox::SandboxCommand,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -168,6 +173,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Docs { name } => docs(&global, name.as_deref()),
         Command::Repl => crate::repl::run(global),
         Command::Journal { command } => journal(command),
+        Command::Sandbox { command } => crate::sandbox::run(&global, command),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
