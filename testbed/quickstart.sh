@@ -18,7 +18,7 @@ cat <<TEXT
 
 The sandbox is running. Next:
   $rollback sandbox inject --service analysis-service --error-rate 12
-  $rollback run validate --env sandbox --slot green      # now fails: error rate above 5%
+  sleep 20; $rollback run validate --env sandbox --slot green --window 1m   # fails: analysis-service above 5% errors
   $rollback repl --env sandbox                           # poke around with the same functions
   $rollback sandbox down                                 # stop everything
 TEXT

@@ -75,6 +75,9 @@ pub struct Traffic {
     names: Metrics,
     services: Vec<String>,
     series: BTreeMap<(String, &'static str), SlotSeries>,
+    /// Services that have been available once. Traffic starts then, as it would for a real
+    /// deployment: the install itself must not leave 503s in the rate windows.
+    serving: std::collections::BTreeSet<String>,
 }
 
 impl Traffic {
@@ -91,6 +94,7 @@ impl Traffic {
             names,
             services: services.to_vec(),
             series,
+            serving: Default::default(),
         }
     }
 
@@ -105,6 +109,12 @@ impl Traffic {
             };
             let incident = incidents.get(service, slot);
             let unavailable = incident.down || view.unavailable(service, slot).is_some();
+            if !self.serving.contains(service) {
+                if unavailable {
+                    continue;
+                }
+                self.serving.insert(service.clone());
+            }
             let series = self
                 .series
                 .get_mut(&(service.clone(), *slot))
@@ -244,8 +254,28 @@ mod tests {
     }
 
     #[test]
+    fn no_traffic_until_the_service_is_first_available() {
+        let mut t = Traffic::new(&["svc".into()], Metrics::default());
+        let mut unready = view("green");
+        unready
+            .deployments
+            .get_mut(&("svc".to_string(), "green".to_string()))
+            .unwrap()
+            .ready = 0;
+        t.advance(Duration::from_secs(1), &unready, &Incidents::default());
+        assert_eq!(count(&t, "green", 503), 0, "the install is not an outage");
+        t.advance(
+            Duration::from_secs(1),
+            &view("green"),
+            &Incidents::default(),
+        );
+        assert_eq!(count(&t, "green", 200), 20);
+    }
+
+    #[test]
     fn a_down_or_unready_slot_answers_503() {
         let mut t = Traffic::new(&["svc".into()], Metrics::default());
+        t.advance(Duration::from_secs(1), &view("blue"), &Incidents::default());
         let mut incidents = Incidents::default();
         incidents.set(
             "svc",
