@@ -184,10 +184,12 @@ mod tests {
     fn detached_process_is_found_stopped_and_reported_gone() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("logs/sleep.log");
-        let mut command = Command::new("sh");
+        // One process that never forks: a shell loop's children would briefly carry the
+        // same command line and race the exact-pids assertion below.
+        let mut command = Command::new("python3");
         command.args([
             "-c",
-            "echo started; while :; do sleep 0.1; done",
+            "import time; print('started', flush=True); time.sleep(600)",
             &dir.path().display().to_string(),
         ]);
         let mut child = spawn_detached(command, &log).unwrap();
