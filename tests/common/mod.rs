@@ -265,3 +265,5 @@ pub fn wait_for_file(path: &Path, ready: impl Fn(&str) -> bool) -> String {
     }
     panic!("{} did not become ready", path.display());
 }
+
+pub mod pg;
