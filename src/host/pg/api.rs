@@ -521,6 +521,7 @@ pub fn pg_restore(session: &Session, backup_file: &str, opts: Map) -> RhaiResult
             swapped: planned.swap,
             old_database: planned.swap.then(|| planned.old_name.clone()),
             swap_window_ms: 0.0,
+            sessions_cancelled: 0,
             sessions_terminated: 0,
             restore_ms: 0,
             verify_ms: 0,

@@ -56,6 +56,9 @@ pub struct Restored {
     pub old_database: Option<String>,
     /// How long new connections were refused.
     pub swap_window_ms: f64,
+    /// Sessions whose running statement was cancelled (most then leave on their own).
+    pub sessions_cancelled: usize,
+    /// Sessions terminated because they stayed.
     pub sessions_terminated: usize,
     pub restore_ms: u64,
     pub verify_ms: u64,
@@ -149,6 +152,7 @@ pub async fn restore(target: &Target, plan: &RestorePlan) -> Result<Restored, Ho
         swapped: false,
         old_database: None,
         swap_window_ms: 0.0,
+        sessions_cancelled: 0,
         sessions_terminated: 0,
         restore_ms,
         verify_ms,
@@ -171,6 +175,7 @@ pub async fn restore(target: &Target, plan: &RestorePlan) -> Result<Restored, Ho
     result.swapped = true;
     result.old_database = Some(plan.old_name.clone());
     result.swap_window_ms = swapped.window.as_secs_f64() * 1000.0;
+    result.sessions_cancelled = swapped.cancelled;
     result.sessions_terminated = swapped.terminated;
     // The restored database answers under the original name.
     let check = target.connect().await?;
@@ -392,6 +397,7 @@ async fn create_database_like(
 
 struct Swapped {
     window: Duration,
+    cancelled: usize,
     terminated: usize,
 }
 
@@ -414,10 +420,10 @@ async fn swap(maint_target: &Target, plan: &RestorePlan) -> Result<Swapped, Host
                 crate::timefmt::format_duration(plan.terminate.timeout)
             )));
         }
-        Ok(ended.terminated.len())
+        Ok((ended.cancelled.len(), ended.terminated.len()))
     }
     .await;
-    let terminated = match inside {
+    let (cancelled, terminated) = match inside {
         Ok(n) => n,
         Err(e) => return Err(reopen_after(e, &client, maint_target, plan, previous, guard).await),
     };
@@ -447,6 +453,7 @@ async fn swap(maint_target: &Target, plan: &RestorePlan) -> Result<Swapped, Host
             guard.disarm();
             Ok(Swapped {
                 window: started.elapsed(),
+                cancelled,
                 terminated,
             })
         }
