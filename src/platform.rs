@@ -347,6 +347,30 @@ mod tests {
     }
 
     #[test]
+    fn postgres_settings_parse_and_reject_unknown_keys() {
+        let p = Platform::load(
+            "p.toml",
+            "[environments.x]\nnamespace='a'\n[environments.x.postgres]\nbackup_dir='/b'\nport=5433\nrun_as='postgres'\n",
+            None,
+        )
+        .unwrap();
+        let pg = p.environments["x"].postgres.as_ref().unwrap();
+        assert_eq!(pg.backup_dir.as_deref(), Some("/b"));
+        assert_eq!(pg.port, Some(5433));
+        let err = Platform::load(
+            "p.toml",
+            "[environments.x]\nnamespace='a'\n[environments.x.postgres]\ndata_directory='/d'\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("unknown field `data_directory`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_environments_are_usage_errors() {
         let err = Platform::load(
             "p.toml",

@@ -124,3 +124,35 @@ fn future_unparsable_and_zoneless_targets_are_refused() {
     assert!(pg.server.cluster().is_running_blocking().unwrap());
     assert!(siblings(&pg).is_empty(), "{:?}", siblings(&pg));
 }
+
+#[test]
+fn dry_run_checks_the_window_and_plans_the_recovery_without_starting_anything() {
+    let pg = Pg::start();
+    pg.server.base_backup().unwrap();
+    write(&pg, "t1");
+    std::thread::sleep(PAUSE);
+    let target = pg.server.server_time().unwrap();
+    std::thread::sleep(PAUSE);
+    write(&pg, "t2");
+    pg.server.switch_wal().unwrap();
+    let run = pg
+        .test()
+        .args(["--dry-run"])
+        .script(&format!(
+            r#"let r = pg::pitr("{target}"); if !r.planned {{ throw r; }} pg::pitr_swap(r);"#
+        ))
+        .run();
+    run.success()
+        .stderr_has("dry-run: pg::pitr would run:")
+        .stderr_has("recovery_target_action = 'promote'")
+        .stderr_has("pg_ctl start -D")
+        .stderr_has("dry-run: pg::pitr_swap would run:");
+    let window = run
+        .journal()
+        .into_iter()
+        .find(|l| l["function"] == "pg::pitr_window")
+        .expect("the window was read for real");
+    assert_eq!(window["outcome"]["status"], "ok", "{window}");
+    assert!(siblings(&pg).is_empty(), "{:?}", siblings(&pg));
+    assert_eq!(written(&pg), "/pitr/t1,/pitr/t2");
+}

@@ -36,9 +36,13 @@ impl Pg {
 
     /// A server with no application database yet.
     pub fn empty() -> Pg {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let server = LocalPostgres::start_with(dir.path(), free_port(), test_settings())
-            .expect("start PostgreSQL");
+        Pg::in_dir(tempfile::tempdir().expect("temp dir"), test_settings())
+    }
+
+    /// A server in `dir` (prepared by the caller, e.g. with certificates) with `settings`.
+    pub fn in_dir(dir: tempfile::TempDir, settings: Settings) -> Pg {
+        let server =
+            LocalPostgres::start_with(dir.path(), free_port(), settings).expect("start PostgreSQL");
         Pg { server, dir }
     }
 

@@ -40,6 +40,8 @@ pub struct Backup {
     /// Exact rows per table at the moment dumped (empty if counting was turned off).
     pub rows: BTreeMap<String, i64>,
     pub verified: bool,
+    /// pg_dump alone; the rest of `duration_ms` is the checksum and the read-back check.
+    pub dump_ms: u64,
     pub duration_ms: u64,
 }
 
@@ -235,7 +237,7 @@ pub async fn safety_backup(target: &Target, plan: &BackupPlan) -> Result<Backup,
     if outcome.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
-    let (sha256, toc, rows, server_version) = outcome?;
+    let (sha256, toc, rows, server_version, dump_ms) = outcome?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let checksum_file = with_suffix(&path, ".sha256");
     let manifest_file = with_suffix(&path, ".manifest.json");
@@ -266,11 +268,12 @@ pub async fn safety_backup(target: &Target, plan: &BackupPlan) -> Result<Backup,
         tables: toc.table_data.len(),
         rows,
         verified: true,
+        dump_ms,
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }
 
-type Dumped = (String, Toc, BTreeMap<String, i64>, String);
+type Dumped = (String, Toc, BTreeMap<String, i64>, String, u64);
 
 async fn dump_and_check(
     target: &Target,
@@ -304,7 +307,9 @@ async fn dump_and_check(
             Ok(BTreeMap::new())
         }
     };
+    let dump_started = Instant::now();
     let (dumped, rows) = tokio::join!(cmd.run_ok("pg_dump failed"), counting);
+    let dump_ms = dump_started.elapsed().as_millis() as u64;
     let _ = tx.rollback().await;
     dumped?;
     let rows = rows?;
@@ -316,7 +321,7 @@ async fn dump_and_check(
             path.display()
         ))
     })?;
-    Ok((sha256, toc, rows, server_version))
+    Ok((sha256, toc, rows, server_version, dump_ms))
 }
 
 /// The backup directory, created readable by its owner only (dumps hold all the data).

@@ -357,7 +357,7 @@ async fn start_and_verify(
     }
     let tx = inspect::snapshot(&mut client, &probe).await?;
     let counts = inspect::table_counts(&tx, &probe).await?;
-    let integrity = inspect::check_integrity(&tx, &probe).await?;
+    let integrity = inspect::check_integrity(&tx, &probe, inspect::Depth::Full).await?;
     drop(tx);
     if !integrity.ok {
         return Err(HostError::Failed(format!(

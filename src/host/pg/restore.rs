@@ -142,7 +142,7 @@ pub async fn restore(target: &Target, plan: &RestorePlan) -> Result<Restored, Ho
     let verify_ms = verify_started.elapsed().as_millis() as u64;
     let (integrity, counts, counts_match) = match verified {
         Ok(v) => v,
-        Err(e) => return Err(failed_before_swap(e, plan, &maint, &maint_target).await),
+        Err(e) => return Err(failed_before_swap(e, plan, &maint).await),
     };
     let mut result = Restored {
         database: plan.database.clone(),
@@ -218,7 +218,7 @@ async fn verify(
     let mut client = target.connect().await?;
     let tx = snapshot(&mut client, &target).await?;
     let counts = inspect::table_counts(&tx, &target).await?;
-    let integrity = inspect::check_integrity(&tx, &target).await?;
+    let integrity = inspect::check_integrity(&tx, &target, inspect::Depth::FreshRestore).await?;
     let _ = tx.rollback().await;
     let missing: Vec<String> = toc
         .table_data
@@ -266,12 +266,7 @@ async fn verify(
 
 /// Before the swap nothing served from the new database: say where it is, and drop it only
 /// if the caller asked for that.
-async fn failed_before_swap(
-    e: HostError,
-    plan: &RestorePlan,
-    maint: &Client,
-    maint_target: &Target,
-) -> HostError {
+async fn failed_before_swap(e: HostError, plan: &RestorePlan, maint: &Client) -> HostError {
     let HostError::Failed(message) = e else {
         return e;
     };
@@ -297,7 +292,6 @@ async fn failed_before_swap(
             plan.new_name, plan.new_name
         )
     };
-    let _ = maint_target;
     HostError::Failed(format!(
         "{message}; the original database {} is untouched and serving; {leftover}",
         plan.database
@@ -425,7 +419,7 @@ async fn swap(maint_target: &Target, plan: &RestorePlan) -> Result<Swapped, Host
     .await;
     let (cancelled, terminated) = match inside {
         Ok(n) => n,
-        Err(e) => return Err(reopen_after(e, &client, maint_target, plan, previous, guard).await),
+        Err(e) => return Err(reopen_after(e, &client, plan, previous, guard).await),
     };
     let renames = format!(
         "ALTER DATABASE {orig} RENAME TO {old}; ALTER DATABASE {new} RENAME TO {orig}; {allow}; {old_allow}",
@@ -457,14 +451,13 @@ async fn swap(maint_target: &Target, plan: &RestorePlan) -> Result<Swapped, Host
                 terminated,
             })
         }
-        Err(e) => Err(reopen_after(e, &client, maint_target, plan, previous, guard).await),
+        Err(e) => Err(reopen_after(e, &client, plan, previous, guard).await),
     }
 }
 
 async fn reopen_after(
     e: HostError,
     client: &Client,
-    target: &Target,
     plan: &RestorePlan,
     previous: bool,
     guard: Reopen,
@@ -484,7 +477,6 @@ async fn reopen_after(
             allow_sql(&plan.database, true).unwrap_or_default()
         ),
     };
-    let _ = target;
     HostError::Failed(format!(
         "the swap was abandoned: {e}; {state}; the verified restore stays in {}",
         plan.new_name
