@@ -150,7 +150,7 @@ fn dry_run_checks_the_window_and_plans_the_recovery_without_starting_anything() 
     let window = run
         .journal()
         .into_iter()
-        .find(|l| l["function"] == "pg::pitr_window")
+        .find(|l| l["function"] == "pg::pitr" && l["args"]["phase"] == "window")
         .expect("the window was read for real");
     assert_eq!(window["outcome"]["status"], "ok", "{window}");
     assert!(siblings(&pg).is_empty(), "{:?}", siblings(&pg));

@@ -137,10 +137,12 @@ fn base_backups(
         };
         let path = archive_dir.join(history);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        // The stop time as written; if its zone is a name we do not know, the time the
-        // history file was archived, which is never earlier.
+        // The stop time as written, which has whole seconds: the backup ended within the
+        // second after it, so the window opens at its end. If the zone is a name we do not
+        // know, the time the history file was archived, which is never earlier either.
         let ready = line_value(&text, "STOP TIME:")
             .and_then(parse_label_time)
+            .map(|t| t + chrono::Duration::seconds(1))
             .or_else(|| {
                 std::fs::metadata(&path)
                     .and_then(|m| m.modified())

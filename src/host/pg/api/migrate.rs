@@ -53,8 +53,8 @@ pub fn migrate_down(session: &Session, to: i64, opts: Map) -> RhaiResult {
     let sink = captured.clone();
     let (plan_target, plan_dir) = (target.clone(), dir.clone());
     let _plan_read = session.read(
-        &SCHEMA_VERSION.qualified_name(),
-        json!({"database": target.display(), "for": "pg::migrate_down", "to": to}),
+        &doc.qualified_name(),
+        json!({"phase": "plan", "database": target.display(), "to": to}),
         async move {
             let client = plan_target.connect().await?;
             let plan = migrations::plan_for(&client, &plan_target, &plan_dir, to).await?;

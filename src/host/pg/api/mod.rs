@@ -116,8 +116,13 @@ impl Env {
 /// Statement timeout for whole-database scans: the option, else what is left of the run's
 /// budget (so the server stops when the run does), else none.
 fn scan_timeout(session: &Session, opt: Option<Duration>) -> Duration {
-    opt.or_else(|| session.deadline_left())
-        .unwrap_or(Duration::ZERO)
+    // A spent budget must not become 0, which PostgreSQL reads as "no limit".
+    opt.or_else(|| {
+        session
+            .deadline_left()
+            .map(|d| d.max(Duration::from_millis(1)))
+    })
+    .unwrap_or(Duration::ZERO)
 }
 
 fn err(doc: &FnDoc) -> impl Fn(HostError) -> Box<EvalAltResult> + '_ {

@@ -59,9 +59,10 @@ pub fn pitr(session: &Session, target_time: &str, opts: Map) -> RhaiResult {
     let chosen: Arc<Mutex<Option<(wal::BaseBackup, u32)>>> = Arc::default();
     let sink = chosen.clone();
     let window_spec = spec.clone();
+    // Journaled under pg::pitr (phase "window") so a refusal names the function called.
     let _window = session.read(
-        &PITR_WINDOW.qualified_name(),
-        json!({"for": "pg::pitr", "target_time": pitr_rfc3339(when)}),
+        &doc.qualified_name(),
+        json!({"phase": "window", "target_time": pitr_rfc3339(when)}),
         async move {
             let window = pitr::window(&window_spec).await?;
             let backup = wal::choose(&window, when)?;
