@@ -9,6 +9,7 @@ pub mod docs;
 pub mod http;
 pub mod notify;
 pub mod options;
+pub mod pg;
 pub mod prom;
 
 use crate::session::{Session, Stop};
@@ -159,6 +160,7 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     http::register(registrar, session);
     prom::register(registrar, session);
     notify::register(registrar, session);
+    pg::register(registrar, session);
 }
 
 /// Converts a script value into JSON for the journal (maps, arrays, scalars).
