@@ -145,7 +145,7 @@ impl Sandbox {
     /// Pids of every process of this sandbox: the recorded ones and the cluster's components.
     fn pids(&self) -> Vec<u32> {
         let state = self.state();
-        let mut pids: Vec<u32> = ["server", "prometheus", "pushgateway"]
+        let mut pids: Vec<u32> = ["server", "prometheus", "pushgateway", "database"]
             .iter()
             .map(|c| state[c]["pid"].as_u64().unwrap() as u32)
             .collect();
@@ -430,6 +430,28 @@ log(`green answered ${green.status}`);
     assert_eq!(recorded.lines().count(), 2, "{recorded}");
     assert!(recorded.contains("\"text\":\"rehearsal\""), "{recorded}");
 
+    // The sandbox's PostgreSQL serves the Tracktion schema at its newest migration, with a
+    // base backup for point-in-time recovery, through the exported URL variable.
+    let database_url = &exports
+        .iter()
+        .find(|(k, _)| k.contains("DATABASE_URL"))
+        .unwrap()
+        .1;
+    let run = sandbox
+        .test()
+        .env("ROLLBACK_SANDBOX_DATABASE_URL", database_url)
+        .script(
+            r#"
+let v = pg::schema_version();
+let counts = pg::table_counts();
+pg::pitr_window();
+log(`schema ${v.version} audio_files ${counts.tables.audio_files}`);
+"#,
+        )
+        .args(["--env", "sandbox"])
+        .run();
+    run.success().stderr_has("schema 3 audio_files 4");
+
     // `up` again changes nothing.
     let pids = sandbox.pids();
     sandbox
@@ -445,7 +467,7 @@ log(`green answered ${green.status}`);
     assert_eq!(health("analysis-service", "green").0, 200);
 
     // `down` stops every process and removes the environment.
-    assert!(pids.len() >= 8, "{pids:?}");
+    assert!(pids.len() >= 9, "{pids:?}");
     sandbox
         .rollback(&["sandbox", "down"])
         .success()

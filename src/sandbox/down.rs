@@ -91,7 +91,21 @@ pub fn stop(paths: &Paths, state: &State, keep_logs: bool) -> Result<()> {
 
 /// Hook for the sandbox's PostgreSQL (see `up::start_database`): it is stopped with its own
 /// tools (a fast shutdown), not by signalling the postmaster blindly.
-fn stop_database(_paths: &Paths, _database: &Process) -> Result<()> {
+fn stop_database(paths: &Paths, database: &Process) -> Result<()> {
+    let dir = paths.dir.join("postgres");
+    if !dir.join("data").exists() && !process::is_running(database.pid) {
+        return Ok(());
+    }
+    // Attaching to the existing cluster and dropping it runs pg_ctl stop -m fast.
+    let pg = super::postgres::LocalPostgres::attach(&dir, database.port)?;
+    drop(pg);
+    if process::is_running(database.pid) {
+        return Err(Error::failed(format!(
+            "PostgreSQL (pid {}) did not stop; its log: {}",
+            database.pid,
+            database.log.display()
+        )));
+    }
     Ok(())
 }
 

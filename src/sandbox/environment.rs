@@ -41,6 +41,14 @@ pub fn overlay(state: &State) -> String {
     if state.database.is_some() {
         environment["database_url_env"] = json!(DATABASE_URL_ENV);
     }
+    if let Some(settings) = &state.database_settings {
+        // TOML has no null: only the settings that are set.
+        let mut table = serde_json::to_value(settings).expect("settings serialize");
+        if let Some(map) = table.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
+        }
+        environment["postgres"] = table;
+    }
     let document = json!({"environments": {ENVIRONMENT: environment}});
     let toml = toml::to_string(&document).expect("a JSON object converts to TOML");
     format!(

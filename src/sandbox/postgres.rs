@@ -78,8 +78,14 @@ impl LocalPostgres {
         Self::start_with(dir, port, Settings::default())
     }
 
-    /// Creates the cluster on first use (initdb), then starts it; an existing one is reused.
-    pub fn start_with(dir: &Path, port: u16, settings: Settings) -> Result<LocalPostgres> {
+    /// The cluster already running in `dir` (started by an earlier process), to stop it.
+    pub fn attach(dir: &Path, port: u16) -> Result<LocalPostgres> {
+        let mut pg = Self::unstarted(dir, port, &Settings::default())?;
+        pg.running = true;
+        Ok(pg)
+    }
+
+    fn unstarted(dir: &Path, port: u16, settings: &Settings) -> Result<LocalPostgres> {
         let bin_dir = match &settings.bin_dir {
             Some(dir) => dir.clone(),
             None => find_bin_dir(None, Some(PREFERRED_MAJOR)).map_err(Error::failed)?,
@@ -93,14 +99,19 @@ impl LocalPostgres {
         let root = dir
             .canonicalize()
             .map_err(io(format!("cannot resolve {}", dir.display())))?;
-        let mut pg = LocalPostgres {
+        Ok(LocalPostgres {
             root,
             port,
             bin_dir,
             run_as,
             password: String::new(),
             running: false,
-        };
+        })
+    }
+
+    /// Creates the cluster on first use (initdb), then starts it; an existing one is reused.
+    pub fn start_with(dir: &Path, port: u16, settings: Settings) -> Result<LocalPostgres> {
+        let mut pg = Self::unstarted(dir, port, &settings)?;
         pg.prepare_dirs()?;
         pg.password = pg.password_file()?;
         if !pg.data_dir().join("PG_VERSION").exists() {
@@ -446,6 +457,39 @@ impl LocalPostgres {
             "postgres",
             "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
         )
+    }
+
+    /// Leaves the server running after this value is dropped: `rollback sandbox up` exits
+    /// while the sandbox's database keeps serving, and `down` stops it.
+    pub fn detach(mut self) {
+        self.running = false;
+    }
+
+    /// The postmaster's pid, from the first line of `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The platform settings that point the pg:: functions at this cluster.
+    pub fn settings(&self) -> crate::platform::Postgres {
+        let path = |p: PathBuf| Some(p.display().to_string());
+        crate::platform::Postgres {
+            backup_dir: path(self.backup_dir()),
+            migrations_dir: path(self.migrations_dir()),
+            bin_dir: path(self.bin_dir.clone()),
+            data_dir: path(self.data_dir()),
+            archive_dir: path(self.archive_dir()),
+            base_backup_dir: path(self.base_backup_dir()),
+            port: Some(self.port),
+            run_as: self.run_as.clone(),
+            ..Default::default()
+        }
     }
 
     /// The `[environments.<env>.postgres]` table pointing the pg:: functions at this cluster.

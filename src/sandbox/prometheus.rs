@@ -118,7 +118,7 @@ pub fn start_prometheus(
 
 /// A port the kernel just had free on loopback. Another process could take it before ours
 /// binds, so a start that fails on a taken address is retried with a new port.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -166,6 +166,9 @@ pub struct State {
     /// Filled by the database hook (see `up::start_database`).
     #[serde(default)]
     pub database: Option<Process>,
+    /// Where the sandbox's PostgreSQL keeps its data, archive and backups, for the environment.
+    #[serde(default)]
+    pub database_settings: Option<crate::platform::Postgres>,
     pub exports: Vec<Export>,
     /// Set once everything answered and the environment file was written.
     pub complete: bool,

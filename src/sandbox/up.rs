@@ -3,6 +3,7 @@
 
 use super::client::Http;
 use super::environment::{self, PAGERDUTY_ROUTING_KEY_ENV, SLACK_WEBHOOK_ENV};
+use super::postgres::LocalPostgres;
 use super::prometheus::{self, Binaries};
 use super::server::ServerConfig;
 use super::state::{Export, Paths, Process, Service, State, write_atomic};
@@ -243,12 +244,38 @@ fn start(
     state.save(paths)
 }
 
-/// Hook for the sandbox's PostgreSQL. `LocalPostgres` (src/sandbox/postgres.rs) starts here:
-/// it records its process in `state.database` (stopped by `down::stop_database`) and pushes an
-/// `Export` of `environment::DATABASE_URL_ENV`; the environment file then names that variable.
-fn start_database(_paths: &Paths, _state: &mut State) -> Result<()> {
+/// The sandbox's PostgreSQL 15: WAL archiving on, the Tracktion schema at its newest
+/// migration with seed data, and a base backup, so every pg:: function (point-in-time recovery
+/// included) works against it. Its URL goes in `environment::DATABASE_URL_ENV`.
+fn start_database(paths: &Paths, state: &mut State) -> Result<()> {
+    let dir = paths.dir.join("postgres");
+    let port = prometheus::free_port()?;
+    let pg = timed("starting PostgreSQL with the Tracktion schema", || {
+        let pg = LocalPostgres::start(&dir, port)?;
+        pg.load_tracktion(DATABASE)?;
+        pg.base_backup()?;
+        Ok(pg)
+    })?;
+    let pid = pg
+        .postmaster_pid()
+        .ok_or_else(|| Error::failed("PostgreSQL started but wrote no postmaster.pid"))?;
+    state.database = Some(Process {
+        pid,
+        port,
+        log: pg.cluster().log_file,
+    });
+    state.database_settings = Some(pg.settings());
+    state.exports.push(Export {
+        name: environment::DATABASE_URL_ENV.into(),
+        value: pg.url(DATABASE),
+    });
+    state.save(paths)?;
+    pg.detach();
     Ok(())
 }
+
+/// The application database of the sandbox.
+const DATABASE: &str = "tracktion";
 
 fn start_server(
     paths: &Paths,
