@@ -9,6 +9,7 @@ packages=(
   postgresql-15           # real PostgreSQL server for pg:: tests and the sandbox
   postgresql-client-15    # pg_dump, pg_restore, psql
   git
+  openssl                 # the PostgreSQL TLS test makes its certificates
   jq                      # testbed/provision.sh reads go module metadata
   iproute2                # ss: testbed/cluster.sh checks every listener is on loopback
   util-linux              # flock, runuser
