@@ -70,12 +70,18 @@ pub fn cluster() -> &'static Cluster {
                  or ROLLBACK_TEST_KUBECONFIG to a running cluster"
             );
         };
-        start(bin)
+        start(bin, "rbt")
     })
 }
 
-fn start(bin: PathBuf) -> Cluster {
-    let name = format!("rbt-{}", std::process::id());
+/// A cluster of its own for a test that stops it; panics when the binaries are missing.
+pub fn start_private(tag: &str) -> Cluster {
+    let bin = testbed_bin().expect("the Kubernetes testbed binaries are missing: run testbed/provision.sh");
+    start(bin, tag)
+}
+
+fn start(bin: PathBuf, tag: &str) -> Cluster {
+    let name = format!("{tag}-{}", std::process::id());
     let workdir = std::env::temp_dir().join(format!("rollback-kwok-{name}"));
     let _ = std::fs::remove_dir_all(&workdir);
     std::fs::create_dir_all(&workdir).unwrap();
@@ -83,7 +89,7 @@ fn start(bin: PathBuf) -> Cluster {
     // Tear the cluster down when this test process exits, however it exits: a detached
     // watcher waits for this pid to disappear.
     let watcher = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec {script} down {name} {dir} >{dir}/down.log 2>&1",
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {script} down {name} {dir} >{dir}/down.log 2>&1 && rm -rf {dir}",
         pid = std::process::id(),
         script = script.display(),
         dir = workdir.display(),
@@ -128,6 +134,18 @@ fn start(bin: PathBuf) -> Cluster {
 static NAMESPACES: AtomicUsize = AtomicUsize::new(0);
 
 impl Cluster {
+    /// Stops the components of a cluster this process started (an outage: the kubeconfig and
+    /// certificates stay; the exit watcher still deletes it all).
+    pub fn stop(&self) {
+        let (name, dir) = self.started.as_ref().expect("only a cluster started here can be stopped");
+        let out = Command::new(self.bin.as_ref().unwrap().join("kwokctl"))
+            .args(["stop", "cluster", "--name", name])
+            .env("KWOK_WORKDIR", dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kwokctl stop cluster: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn helm(&self) -> PathBuf {
         std::env::var_os("ROLLBACK_HELM")
             .map(PathBuf::from)

@@ -139,6 +139,11 @@ pub async fn from_kubeconfig(
             }
         )));
     }
+    if context.is_none() && kubeconfig.current_context.as_deref().unwrap_or_default().is_empty() {
+        return Err(HostError::Failed(format!(
+            "the kubeconfig {shown} has no current context: set kube_context for the environment in the platform definition"
+        )));
+    }
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()

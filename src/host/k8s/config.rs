@@ -26,8 +26,8 @@ const SKIPPED_SECRET_TYPES: [&str; 2] =
 pub struct SnapshotResult {
     pub dir: String,
     pub namespace: String,
-    pub configmaps: Vec<String>,
-    pub secrets: Vec<String>,
+    /// `ConfigMap/<name>` and `Secret/<name>` for each object saved.
+    pub saved: Vec<String>,
     /// Objects left out because the cluster or Helm manage them.
     pub skipped: Vec<String>,
 }
@@ -68,8 +68,7 @@ pub async fn snapshot(kube: &Kube, dir: &Path) -> Result<SnapshotResult, HostErr
     let mut result = SnapshotResult {
         dir: dir.display().to_string(),
         namespace: kube.namespace.clone(),
-        configmaps: Vec::new(),
-        secrets: Vec::new(),
+        saved: Vec::new(),
         skipped: Vec::new(),
     };
     for cm in configmaps {
@@ -89,7 +88,7 @@ pub async fn snapshot(kube: &Kube, dir: &Path) -> Result<SnapshotResult, HostErr
             &kept,
             0o644,
         )?;
-        result.configmaps.push(name);
+        result.saved.push(format!("ConfigMap/{name}"));
     }
     for secret in secrets {
         let name = secret.metadata.name.clone().unwrap_or_default();
@@ -111,7 +110,7 @@ pub async fn snapshot(kube: &Kube, dir: &Path) -> Result<SnapshotResult, HostErr
             &kept,
             0o600,
         )?;
-        result.secrets.push(name);
+        result.saved.push(format!("Secret/{name}"));
     }
     Ok(result)
 }

@@ -116,7 +116,7 @@ const SWITCH_SLOT: FnDoc = FnDoc {
 };
 const SNAPSHOT_CONFIG: FnDoc = doc(
     "snapshot_config",
-    "(dir: string) -> #{dir, namespace, configmaps, secrets, skipped}",
+    "(dir: string) -> #{dir, namespace, saved, skipped}",
     "Saves the namespace's ConfigMaps and Secrets to files in a new directory (Secrets 0600), without journaling any value.",
     r#"let snap = k8s::snapshot_config("/var/backups/rollback/config-before");"#,
     Effect::Read,
