@@ -238,13 +238,9 @@ impl Kube {
     ) -> Result<Option<T>, HostError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Ok(Ok(value)) => Ok(Some(value)),
-            Ok(Err(e)) if status_code(&e) == Some(404) => {
-                if self.namespace_exists().await == Some(false) {
-                    Err(self.missing_namespace())
-                } else {
-                    Ok(None)
-                }
-            }
+            // No namespace check here: a missing namespace shows up in the caller's next
+            // request (a create answers 404 for it, which `call` explains).
+            Ok(Err(e)) if status_code(&e) == Some(404) => Ok(None),
             Ok(Err(e)) => Err(self.explain(op, e).await),
             Err(_) => Err(self.timed_out(op)),
         }

@@ -153,31 +153,32 @@ async fn check_target(
     options: &SwitchOptions,
 ) -> Result<(i64, i64), HostError> {
     let slot_deployment = format!("{service}-{slot}");
+    // Three independent reads, sent together: this check sits on the switch's critical path.
+    let deployments = kube.api::<Deployment>();
+    let pods_api = kube.api::<Pod>();
+    let pod_selector = show(selector);
+    let pod_list = ListParams::default().labels(&pod_selector);
+    let (desired, pods, slot_endpoints) = tokio::try_join!(
+        kube.call_opt(
+            Op::new("get", "deployments", &slot_deployment),
+            deployments.get(&slot_deployment),
+        ),
+        kube.call(
+            Op::all("list", "pods"),
+            pods_api.list(&pod_list),
+        ),
+        slot_endpoints(kube, &slot_deployment),
+    )?;
     let wanted = if options.min_ready > 0 {
         options.min_ready
     } else {
-        let api = kube.api::<Deployment>();
-        let desired = kube
-            .call_opt(
-                Op::new("get", "deployments", &slot_deployment),
-                api.get(&slot_deployment),
-            )
-            .await?
-            .and_then(|d| d.spec.and_then(|s| s.replicas))
-            .unwrap_or(1);
+        let desired = desired.and_then(|d| d.spec.and_then(|s| s.replicas)).unwrap_or(1);
         i64::from(desired.max(1))
     };
-    let api = kube.api::<Pod>();
-    let pods = kube
-        .call(
-            Op::all("list", "pods"),
-            api.list(&ListParams::default().labels(&show(selector))),
-        )
-        .await?
-        .items;
+    let pods = pods.items;
     let ready: Vec<&Pod> = pods.iter().filter(|p| meta::pod_ready(p)).collect();
     let ready_pods = ready.len() as i64;
-    let endpoints = match slot_endpoints(kube, &slot_deployment).await? {
+    let endpoints = match slot_endpoints {
         Some(count) => count,
         // Without a per-slot Service, the ready pods' addresses are the endpoints the
         // Service will have once it selects them.
