@@ -94,6 +94,8 @@ fn start(bin: PathBuf, tag: &str) -> Cluster {
         script = script.display(),
         dir = workdir.display(),
     );
+    // Never waited for: it must outlive this process to tear the cluster down.
+    #[allow(clippy::zombie_processes)]
     Command::new("setsid")
         .args(["sh", "-c", &watcher])
         .env("TESTBED_BIN", &bin)
