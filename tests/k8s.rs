@@ -531,6 +531,11 @@ fn a_crashed_holders_lock_expires() {
         !lease_holder(c, &ns).is_empty()
     });
     let holder = lease_holder(c, &ns);
+    // Past its 3 s lease the live run still holds the lock: it renews it.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let blocked = script(c, &ns, r#"k8s::label("Deployment", "web", "holder", "blocked");"#);
+    blocked.code(1).stderr_has("is locked by run");
+    assert_eq!(lease_holder(c, &ns), holder);
     child.kill().unwrap();
     child.wait().unwrap();
     let after = Test::new()
