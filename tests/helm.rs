@@ -52,7 +52,12 @@ fn helm(c: &Cluster, home: &Path, ns: &str, args: &[&str]) {
         .env("HOME", home)
         .output()
         .unwrap();
-    assert!(out.status.success(), "helm {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "helm {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Release `web` at revision 1 (web:1) and 2 (web:2).
@@ -60,8 +65,27 @@ fn two_revisions(c: &Cluster, ns: &str) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     let chart = chart(home.path());
     let chart = chart.to_str().unwrap();
-    helm(c, home.path(), ns, &["install", "web", chart, "--wait", "--timeout", "120s"]);
-    helm(c, home.path(), ns, &["upgrade", "web", chart, "--set", "image=web:2,version=v2", "--wait", "--timeout", "120s"]);
+    helm(
+        c,
+        home.path(),
+        ns,
+        &["install", "web", chart, "--wait", "--timeout", "120s"],
+    );
+    helm(
+        c,
+        home.path(),
+        ns,
+        &[
+            "upgrade",
+            "web",
+            chart,
+            "--set",
+            "image=web:2,version=v2",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
     home
 }
 
@@ -75,7 +99,12 @@ fn run(c: &Cluster, ns: &str, script: &str, args: &[&str]) -> Run {
 }
 
 fn result(run: &Run, function: &str) -> Value {
-    run.journal().into_iter().rev().find(|r| r["function"] == function).unwrap()["outcome"]["result"].clone()
+    run.journal()
+        .into_iter()
+        .rev()
+        .find(|r| r["function"] == function)
+        .unwrap()["outcome"]["result"]
+        .clone()
 }
 
 fn image(c: &Cluster, ns: &str) -> String {
@@ -106,12 +135,21 @@ fn history_is_read_from_release_secrets_and_rollback_restores_the_image() {
     assert_eq!(history[1]["chart"], "web");
     assert_eq!(history[1]["chart_version"], "0.1.0");
     let rollback = result(&run, "helm_rollback");
-    assert_eq!((rollback["from_revision"].as_i64(), rollback["to_revision"].as_i64()), (Some(2), Some(1)));
+    assert_eq!(
+        (
+            rollback["from_revision"].as_i64(),
+            rollback["to_revision"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
     assert_eq!(rollback["status"], "deployed");
     assert_eq!(rollback["images"], serde_json::json!(["web:1"]));
     assert_eq!(image(c, &ns), "web:1");
     let journal = run.journal();
-    let call = journal.iter().find(|r| r["function"] == "helm_rollback").unwrap();
+    let call = journal
+        .iter()
+        .find(|r| r["function"] == "helm_rollback")
+        .unwrap();
     assert!(call["mutating"].as_bool().unwrap());
 
     let missing = self::run(c, &ns, r#"helm::history("nope");"#, &[]);
@@ -123,14 +161,32 @@ fn dry_run_shows_the_helm_command_and_runs_nothing() {
     let c = cluster();
     let ns = c.namespace("helm-dry");
     let _home = two_revisions(c, &ns);
-    let run = run(c, &ns, r#"helm_rollback("web", 1, #{ timeout: 90 });"#, &["--dry-run"]);
-    run.success().stderr_has("would run");
-    let call = run.journal().into_iter().find(|r| r["function"] == "helm_rollback").unwrap();
-    let command: Vec<String> = serde_json::from_value(call["args"]["request"]["command"].clone()).unwrap();
+    let run = run(
+        c,
+        &ns,
+        r#"helm_rollback("web", 1, #{ timeout: 90 });"#,
+        &["--dry-run"],
+    );
+    run.success().stderr_has("would send");
+    let call = run
+        .journal()
+        .into_iter()
+        .find(|r| r["function"] == "helm_rollback")
+        .unwrap();
+    let command: Vec<String> =
+        serde_json::from_value(call["args"]["request"]["command"].clone()).unwrap();
     assert_eq!(&command[1..4], ["rollback", "web", "1"]);
     assert!(command.contains(&"--wait".to_string()), "{command:?}");
-    assert!(command.windows(2).any(|w| w == ["--timeout", "90s"]), "{command:?}");
-    assert!(command.windows(2).any(|w| w[0] == "--namespace" && w[1] == ns), "{command:?}");
+    assert!(
+        command.windows(2).any(|w| w == ["--timeout", "90s"]),
+        "{command:?}"
+    );
+    assert!(
+        command
+            .windows(2)
+            .any(|w| w[0] == "--namespace" && w[1] == ns),
+        "{command:?}"
+    );
     assert_eq!(image(c, &ns), "web:2");
 }
 
@@ -139,10 +195,14 @@ fn set_status(c: &Cluster, ns: &str, revision: i64, status: &str) {
     let name = format!("sh.helm.release.v1.web.v{revision}");
     let secret = c.json(&["-n", ns, "get", "secret", &name]);
     let b64 = base64::engine::general_purpose::STANDARD;
-    let stored = b64.decode(secret["data"]["release"].as_str().unwrap()).unwrap();
+    let stored = b64
+        .decode(secret["data"]["release"].as_str().unwrap())
+        .unwrap();
     let gz = b64.decode(&stored).unwrap();
     let mut json = String::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut json).unwrap();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut json)
+        .unwrap();
     let mut release: Value = serde_json::from_str(&json).unwrap();
     release["info"]["status"] = Value::String(status.into());
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -164,7 +224,12 @@ fn a_release_stuck_in_pending_is_recognised_with_what_to_do() {
         .stderr_has("release web is stuck in pending-upgrade at revision 2")
         .stderr_has(r#"helm_rollback("web", 1, #{ allow_pending: true })"#);
     assert_eq!(image(c, &ns), "web:2");
-    let forced = run(c, &ns, r#"helm_rollback("web", 1, #{ allow_pending: true });"#, &[]);
+    let forced = run(
+        c,
+        &ns,
+        r#"helm_rollback("web", 1, #{ allow_pending: true });"#,
+        &[],
+    );
     forced.success();
     assert_eq!(image(c, &ns), "web:1");
     assert_eq!(result(&forced, "helm_rollback")["new_revision"], 3);
@@ -180,5 +245,6 @@ fn a_failing_helm_says_what_helm_said() {
         .script(r#"helm_rollback("web");"#)
         .env("ROLLBACK_HELM", "/nonexistent/helm")
         .run();
-    run.code(1).stderr_has("the helm binary '/nonexistent/helm' was not found");
+    run.code(1)
+        .stderr_has("the helm binary '/nonexistent/helm' was not found");
 }

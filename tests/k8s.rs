@@ -24,16 +24,34 @@ fn result(run: &Run, function: &str) -> Value {
 }
 
 fn web(c: &Cluster, ns: &str, image: &str) {
-    c.apply(ns, &deployment("web", &[("app", "web"), ("version", "v1")], image, 2, ""));
+    c.apply(
+        ns,
+        &deployment("web", &[("app", "web"), ("version", "v1")], image, 2, ""),
+    );
     c.rollout_status(ns, "web");
 }
 
 /// Blue and green Deployments of `shop` and the Service `shop` on `active`.
 fn blue_green(c: &Cluster, ns: &str, active: &str, green_pod_spec: &str) {
-    c.apply(ns, &deployment("shop-blue", &[("app", "shop"), ("slot", "blue"), ("version", "v1")], "shop:1", 2, ""));
     c.apply(
         ns,
-        &deployment("shop-green", &[("app", "shop"), ("slot", "green"), ("version", "v2")], "shop:2", 2, green_pod_spec),
+        &deployment(
+            "shop-blue",
+            &[("app", "shop"), ("slot", "blue"), ("version", "v1")],
+            "shop:1",
+            2,
+            "",
+        ),
+    );
+    c.apply(
+        ns,
+        &deployment(
+            "shop-green",
+            &[("app", "shop"), ("slot", "green"), ("version", "v2")],
+            "shop:2",
+            2,
+            green_pod_spec,
+        ),
     );
     c.apply(ns, &service("shop", &[("app", "shop"), ("slot", active)]));
     c.rollout_status(ns, "shop-blue");
@@ -50,7 +68,11 @@ fn deployment_reports_version_images_replicas_and_revision() {
     let c = cluster();
     let ns = c.namespace("deploy");
     web(c, &ns, "registry.local/web:1");
-    let run = script(c, &ns, r#"let d = k8s::deployment("web"); print(d.version);"#);
+    let run = script(
+        c,
+        &ns,
+        r#"let d = k8s::deployment("web"); print(d.version);"#,
+    );
     run.success().stdout_has("v1");
     let d = result(&run, "deployment");
     assert_eq!(d["images"], serde_json::json!(["registry.local/web:1"]));
@@ -60,7 +82,12 @@ fn deployment_reports_version_images_replicas_and_revision() {
     assert_eq!(d["revision"], 1);
     assert_eq!(d["paused"], false);
     assert_eq!(d["rolled_out"], true);
-    let conditions: Vec<&str> = d["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    let conditions: Vec<&str> = d["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
     assert!(conditions.contains(&"Available"), "{conditions:?}");
 }
 
@@ -78,34 +105,74 @@ fn rollout_undo_matches_kubectl_on_a_twin() {
     for ns in [&ours, &twin] {
         web(c, ns, "registry.local/web:1");
         for image in ["registry.local/web:2", "registry.local/web:3"] {
-            c.kubectl(&["-n", ns, "set", "image", "deployment/web", &format!("app={image}")]);
+            c.kubectl(&[
+                "-n",
+                ns,
+                "set",
+                "image",
+                "deployment/web",
+                &format!("app={image}"),
+            ]);
             c.rollout_status(ns, "web");
         }
     }
     c.kubectl(&["-n", &twin, "rollout", "undo", "deployment/web"]);
-    let run = script(c, &ours, r#"k8s::rollout_undo("web"); k8s::wait_rollout("web", 120);"#);
+    let run = script(
+        c,
+        &ours,
+        r#"k8s::rollout_undo("web"); k8s::wait_rollout("web", 120);"#,
+    );
     run.success();
     let undo = result(&run, "rollout_undo");
-    assert_eq!((undo["from_revision"].as_i64(), undo["to_revision"].as_i64()), (Some(3), Some(2)));
+    assert_eq!(
+        (undo["from_revision"].as_i64(), undo["to_revision"].as_i64()),
+        (Some(3), Some(2))
+    );
     c.rollout_status(&twin, "web");
     assert_eq!(template(c, &ours, "web"), template(c, &twin, "web"));
-    assert_eq!(template(c, &ours, "web")["spec"]["containers"][0]["image"], "registry.local/web:2");
+    assert_eq!(
+        template(c, &ours, "web")["spec"]["containers"][0]["image"],
+        "registry.local/web:2"
+    );
 
     // An exact revision, like `kubectl rollout undo --to-revision=1`.
-    c.kubectl(&["-n", &twin, "rollout", "undo", "deployment/web", "--to-revision=1"]);
-    run_ok(c, &ours, r#"k8s::rollout_undo("web", 1); k8s::wait_rollout("web", 120);"#);
+    c.kubectl(&[
+        "-n",
+        &twin,
+        "rollout",
+        "undo",
+        "deployment/web",
+        "--to-revision=1",
+    ]);
+    run_ok(
+        c,
+        &ours,
+        r#"k8s::rollout_undo("web", 1); k8s::wait_rollout("web", 120);"#,
+    );
     c.rollout_status(&twin, "web");
     assert_eq!(template(c, &ours, "web"), template(c, &twin, "web"));
-    assert_eq!(template(c, &ours, "web")["spec"]["containers"][0]["image"], "registry.local/web:1");
+    assert_eq!(
+        template(c, &ours, "web")["spec"]["containers"][0]["image"],
+        "registry.local/web:1"
+    );
 
     // Already at that template: nothing is sent.
     let revision = c.json(&["-n", &ours, "get", "deployment", "web"])["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
         .as_str()
         .unwrap()
         .to_string();
-    let again = script(c, &ours, &format!(r#"k8s::rollout_undo("web", {revision});"#));
+    let again = script(
+        c,
+        &ours,
+        &format!(r#"k8s::rollout_undo("web", {revision});"#),
+    );
     again.success();
-    assert!(result(&again, "rollout_undo")["skipped"].as_str().unwrap().contains("already matches"));
+    assert!(
+        result(&again, "rollout_undo")["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("already matches")
+    );
 
     let missing = script(c, &ours, r#"k8s::rollout_undo("web", 99);"#);
     missing.code(1).stderr_has("has no revision 99");
@@ -113,7 +180,10 @@ fn rollout_undo_matches_kubectl_on_a_twin() {
     // A paused Deployment is refused with the fix.
     c.kubectl(&["-n", &ours, "rollout", "pause", "deployment/web"]);
     let paused = script(c, &ours, r#"k8s::rollout_undo("web");"#);
-    paused.code(1).stderr_has("paused").stderr_has("kubectl rollout resume deployment/web");
+    paused
+        .code(1)
+        .stderr_has("paused")
+        .stderr_has("kubectl rollout resume deployment/web");
 }
 
 fn run_ok(c: &Cluster, ns: &str, text: &str) -> Run {
@@ -127,7 +197,14 @@ fn dry_run_journals_the_exact_patch_and_changes_nothing() {
     let c = cluster();
     let ns = c.namespace("dry");
     web(c, &ns, "registry.local/web:1");
-    c.kubectl(&["-n", &ns, "set", "image", "deployment/web", "app=registry.local/web:2"]);
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/web",
+        "app=registry.local/web:2",
+    ]);
     c.rollout_status(&ns, "web");
     blue_green(c, &ns, "blue", "");
     c.rollout_status(&ns, "shop-green");
@@ -145,18 +222,38 @@ fn dry_run_journals_the_exact_patch_and_changes_nothing() {
     let patch = &undo["args"]["request"];
     assert_eq!(patch["content_type"], "application/json-patch+json");
     assert_eq!(patch["body"][0]["path"], "/metadata/resourceVersion");
-    assert_eq!(patch["body"][0]["value"], before["metadata"]["resourceVersion"]);
-    assert_eq!(patch["body"][1]["value"]["spec"]["containers"][0]["image"], "registry.local/web:1");
+    assert_eq!(
+        patch["body"][0]["value"],
+        before["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        patch["body"][1]["value"]["spec"]["containers"][0]["image"],
+        "registry.local/web:1"
+    );
     let scale = call("scale");
-    assert_eq!(scale["args"]["request"]["body"], serde_json::json!({"spec": {"replicas": 5}}));
-    assert!(scale["args"]["request"]["path"].as_str().unwrap().ends_with("/deployments/web/scale"));
+    assert_eq!(
+        scale["args"]["request"]["body"],
+        serde_json::json!({"spec": {"replicas": 5}})
+    );
+    assert!(
+        scale["args"]["request"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/deployments/web/scale")
+    );
     let switch = call("switch_slot");
-    assert_eq!(switch["args"]["request"]["body"]["spec"]["selector"]["slot"], "green");
+    assert_eq!(
+        switch["args"]["request"]["body"]["spec"]["selector"]["slot"],
+        "green"
+    );
     assert!(switch["args"]["request"]["body"]["metadata"]["resourceVersion"].is_string());
     assert_eq!(switch["outcome"]["result"]["planned"], true);
     // Nothing changed, and no lock was taken.
     let after = c.json(&["-n", &ns, "get", "deployment", "web"]);
-    assert_eq!(before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"]);
+    assert_eq!(
+        before["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"]
+    );
     assert_eq!(selector(c, &ns, "shop")["slot"], "blue");
     assert!(!journal.iter().any(|r| r["function"] == "lock"));
 }
@@ -166,10 +263,20 @@ fn scale_uses_the_subresource_and_will_not_fight_an_hpa() {
     let c = cluster();
     let ns = c.namespace("scale");
     web(c, &ns, "registry.local/web:1");
-    let run = run_ok(c, &ns, r#"k8s::scale("web", 3); k8s::wait_rollout("web", 60);"#);
+    let run = run_ok(
+        c,
+        &ns,
+        r#"k8s::scale("web", 3); k8s::wait_rollout("web", 60);"#,
+    );
     let scaled = result(&run, "scale");
-    assert_eq!((scaled["from"].as_i64(), scaled["to"].as_i64()), (Some(2), Some(3)));
-    assert_eq!(c.json(&["-n", &ns, "get", "deployment", "web"])["spec"]["replicas"], 3);
+    assert_eq!(
+        (scaled["from"].as_i64(), scaled["to"].as_i64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "deployment", "web"])["spec"]["replicas"],
+        3
+    );
 
     c.apply(
         &ns,
@@ -178,14 +285,23 @@ fn scale_uses_the_subresource_and_will_not_fight_an_hpa() {
                      "minReplicas": 2, "maxReplicas": 6}}"#,
     );
     let refused = script(c, &ns, r#"k8s::scale("web", 4);"#);
-    refused.code(1).stderr_has("HorizontalPodAutoscaler web-hpa").stderr_has("force: true");
-    assert_eq!(c.json(&["-n", &ns, "get", "deployment", "web"])["spec"]["replicas"], 3);
+    refused
+        .code(1)
+        .stderr_has("HorizontalPodAutoscaler web-hpa")
+        .stderr_has("force: true");
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "deployment", "web"])["spec"]["replicas"],
+        3
+    );
     let forced = script(c, &ns, r#"k8s::scale("web", 4, #{ force: true });"#);
-    forced.success().stderr_has("the autoscaler will move it again");
+    forced
+        .success()
+        .stderr_has("the autoscaler will move it again");
     assert_eq!(result(&forced, "scale")["hpa"], "web-hpa");
 
     let bad = script(c, &ns, r#"k8s::scale("web", -1);"#);
-    bad.code(2).stderr_has("replicas must be between 0 and 100000");
+    bad.code(2)
+        .stderr_has("replicas must be between 0 and 100000");
     let unknown = script(c, &ns, r#"k8s::scale("web", 1, #{ forse: true });"#);
     unknown.code(2).stderr_has("forse");
 }
@@ -195,11 +311,24 @@ fn rollout_restart_sets_restarted_at_and_rolls_out() {
     let c = cluster();
     let ns = c.namespace("restart");
     web(c, &ns, "registry.local/web:1");
-    let run = run_ok(c, &ns, r#"let r = k8s::rollout_restart("web"); k8s::wait_rollout("web", 120);"#);
-    let restarted = result(&run, "rollout_restart")["restarted_at"].as_str().unwrap().to_string();
+    let run = run_ok(
+        c,
+        &ns,
+        r#"let r = k8s::rollout_restart("web"); k8s::wait_rollout("web", 120);"#,
+    );
+    let restarted = result(&run, "rollout_restart")["restarted_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let d = c.json(&["-n", &ns, "get", "deployment", "web"]);
-    assert_eq!(d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"], restarted.as_str());
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"],
+        restarted.as_str()
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     assert_eq!(result(&run, "wait_rollout")["revision"], 2);
 }
 
@@ -213,9 +342,15 @@ fn wait_rollout_fails_on_progress_deadline_and_timeout() {
     );
     c.apply(&ns, &stuck);
     let failed = script(c, &ns, r#"k8s::wait_rollout("stuck", 120);"#);
-    failed.code(1).stderr_has("exceeded its progress deadline").stderr_has("k8s::rollout_undo(\"stuck\")");
+    failed
+        .code(1)
+        .stderr_has("exceeded its progress deadline")
+        .stderr_has("k8s::rollout_undo(\"stuck\")");
 
-    c.apply(&ns, &deployment("slow", &[("app", "slow")], "slow:1", 1, UNSCHEDULABLE));
+    c.apply(
+        &ns,
+        &deployment("slow", &[("app", "slow")], "slow:1", 1, UNSCHEDULABLE),
+    );
     let timed_out = script(c, &ns, r#"k8s::wait_rollout("slow", 1);"#);
     timed_out
         .code(1)
@@ -223,7 +358,9 @@ fn wait_rollout_fails_on_progress_deadline_and_timeout() {
         .stderr_has("0 of 1 updated replicas are available");
 
     let missing = script(c, &ns, r#"k8s::wait_rollout("nothing-here", 5);"#);
-    missing.code(1).stderr_has("deployments/nothing-here not found in namespace");
+    missing
+        .code(1)
+        .stderr_has("deployments/nothing-here not found in namespace");
 }
 
 #[test]
@@ -232,15 +369,25 @@ fn wait_rollouts_waits_for_all_and_names_every_failure() {
     let ns = c.namespace("waits");
     c.apply(&ns, &deployment("a", &[("app", "a")], "a:1", 1, ""));
     c.apply(&ns, &deployment("b", &[("app", "b")], "b:1", 2, ""));
-    let run = run_ok(c, &ns, r#"let r = k8s::wait_rollouts(["a", "b"], 120); print(r.len());"#);
+    let run = run_ok(
+        c,
+        &ns,
+        r#"let r = k8s::wait_rollouts(["a", "b"], 120); print(r.len());"#,
+    );
     run.stdout_has("2");
     let results = result(&run, "wait_rollouts");
     assert_eq!(results[1]["name"], "b");
     assert_eq!(results[1]["ready"], 2);
 
-    c.apply(&ns, &deployment("c", &[("app", "c")], "c:1", 1, UNSCHEDULABLE));
+    c.apply(
+        &ns,
+        &deployment("c", &[("app", "c")], "c:1", 1, UNSCHEDULABLE),
+    );
     let failed = script(c, &ns, r#"k8s::wait_rollouts(["a", "c"], 2);"#);
-    failed.code(1).stderr_has("1 of 2 rollouts did not finish").stderr_has("c: Deployment c did not finish");
+    failed
+        .code(1)
+        .stderr_has("1 of 2 rollouts did not finish")
+        .stderr_has("c: Deployment c did not finish");
 }
 
 #[test]
@@ -249,13 +396,20 @@ fn switch_slot_switches_verifies_and_reports() {
     let ns = c.namespace("slot");
     blue_green(c, &ns, "blue", "");
     c.rollout_status(&ns, "shop-green");
-    let run = run_ok(c, &ns, r#"let s = switch_slot("shop"); print(s.from + "->" + s.to);"#);
+    let run = run_ok(
+        c,
+        &ns,
+        r#"let s = switch_slot("shop"); print(s.from + "->" + s.to);"#,
+    );
     run.stdout_has("blue->green");
     let s = result(&run, "switch_slot");
     assert_eq!(s["ready_pods"], 2);
     assert_eq!(s["endpoints"], 2);
     assert_eq!(s["changed"], true);
-    assert_eq!(selector(c, &ns, "shop"), serde_json::json!({"app": "shop", "slot": "green"}));
+    assert_eq!(
+        selector(c, &ns, "shop"),
+        serde_json::json!({"app": "shop", "slot": "green"})
+    );
 
     // Back to an explicit slot; a second identical call changes nothing.
     run_ok(c, &ns, r#"switch_slot("shop", "blue");"#);
@@ -280,7 +434,10 @@ fn switch_slot_refuses_a_pending_standby_and_changes_nothing() {
         .stderr_has("nothing was changed");
     let after = c.json(&["-n", &ns, "get", "service", "shop"]);
     assert_eq!(after["spec"]["selector"]["slot"], "blue");
-    assert_eq!(before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"]);
+    assert_eq!(
+        before["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"]
+    );
 
     // A standby scaled to zero is just as unready.
     c.kubectl(&["-n", &ns, "scale", "deployment/shop-green", "--replicas=0"]);
@@ -303,17 +460,38 @@ fn switch_slot_compare_and_swap_fails_cleanly_on_a_concurrent_change() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let kube = rt.block_on(async {
         let config = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
-        client::from_kubeconfig(config, "test kubeconfig", None, &ns).await.unwrap()
+        client::from_kubeconfig(config, "test kubeconfig", None, &ns)
+            .await
+            .unwrap()
     });
     let plan = rt
-        .block_on(slot::plan(&kube, "shop", None, &slot::SwitchOptions::default()))
+        .block_on(slot::plan(
+            &kube,
+            "shop",
+            None,
+            &slot::SwitchOptions::default(),
+        ))
         .unwrap();
     // Someone else changes the Service between our read and our patch.
-    c.kubectl(&["-n", &ns, "patch", "service", "shop", "-p", r#"{"spec":{"selector":{"tier":"web"}}}"#]);
-    let err = rt.block_on(slot::switch(&kube, plan)).unwrap_err().to_string();
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "service",
+        "shop",
+        "-p",
+        r#"{"spec":{"selector":{"tier":"web"}}}"#,
+    ]);
+    let err = rt
+        .block_on(slot::switch(&kube, plan))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("changed after it was read"), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
-    assert_eq!(selector(c, &ns, "shop"), serde_json::json!({"app": "shop", "slot": "blue", "tier": "web"}));
+    assert_eq!(
+        selector(c, &ns, "shop"),
+        serde_json::json!({"app": "shop", "slot": "blue", "tier": "web"})
+    );
 }
 
 #[test]
@@ -322,42 +500,126 @@ fn snapshot_and_restore_config_keep_secret_values_out_of_every_output() {
     let c = cluster();
     let ns = c.namespace("config");
     let secret_value = "s3cr3t-Value-91x";
-    c.kubectl(&["-n", &ns, "create", "configmap", "app-config", "--from-literal=mode=safe"]);
-    c.kubectl(&["-n", &ns, "create", "secret", "generic", "db", &format!("--from-literal=password={secret_value}")]);
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "create",
+        "configmap",
+        "app-config",
+        "--from-literal=mode=safe",
+    ]);
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "create",
+        "secret",
+        "generic",
+        "db",
+        &format!("--from-literal=password={secret_value}"),
+    ]);
     let snap_dir = tempfile::tempdir().unwrap();
     let dir = snap_dir.path().join("snap");
-    let snap = run_ok(c, &ns, &format!(r#"let s = k8s::snapshot_config("{}"); print(s.saved);"#, dir.display()));
+    let snap = run_ok(
+        c,
+        &ns,
+        &format!(
+            r#"let s = k8s::snapshot_config("{}"); print(s.saved);"#,
+            dir.display()
+        ),
+    );
     let s = result(&snap, "snapshot_config");
-    assert_eq!(s["saved"], serde_json::json!(["ConfigMap/app-config", "Secret/db"]));
-    assert_eq!(s["skipped"], serde_json::json!(["ConfigMap/kube-root-ca.crt"]));
+    assert_eq!(
+        s["saved"],
+        serde_json::json!(["ConfigMap/app-config", "Secret/db"])
+    );
+    assert_eq!(
+        s["skipped"],
+        serde_json::json!(["ConfigMap/kube-root-ca.crt"])
+    );
     let secret_file = dir.join("secrets/db.json");
-    assert_eq!(std::fs::metadata(&secret_file).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(dir.join("secrets")).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&secret_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("secrets"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
 
     // Break both, then plan (dry-run) and restore.
-    c.kubectl(&["-n", &ns, "patch", "configmap", "app-config", "-p", r#"{"data":{"mode":"broken"}}"#]);
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "configmap",
+        "app-config",
+        "-p",
+        r#"{"data":{"mode":"broken"}}"#,
+    ]);
     c.kubectl(&["-n", &ns, "delete", "secret", "db"]);
-    let restore = format!(r#"let r = k8s::restore_config("{}"); print(r);"#, dir.display());
-    let plan = Test::new().platform(&c.platform(&ns)).script(&restore).args(["--dry-run"]).run();
+    let restore = format!(
+        r#"let r = k8s::restore_config("{}"); print(r);"#,
+        dir.display()
+    );
+    let plan = Test::new()
+        .platform(&c.platform(&ns))
+        .script(&restore)
+        .args(["--dry-run"])
+        .run();
     plan.success();
-    let request = plan.journal().into_iter().find(|r| r["function"] == "restore_config").unwrap()["args"]["request"].clone();
+    let request = plan
+        .journal()
+        .into_iter()
+        .find(|r| r["function"] == "restore_config")
+        .unwrap()["args"]["request"]
+        .clone();
     assert_eq!(request[1]["method"], "POST");
     assert_eq!(request[1]["body"]["data"]["password"], "[REDACTED]");
     let restored = run_ok(c, &ns, &restore);
     let r = result(&restored, "restore_config");
     assert_eq!(r["created"], serde_json::json!(["Secret/db"]));
     assert_eq!(r["updated"], serde_json::json!(["ConfigMap/app-config"]));
-    assert_eq!(c.json(&["-n", &ns, "get", "configmap", "app-config"])["data"]["mode"], "safe");
-    let password = c.json(&["-n", &ns, "get", "secret", "db"])["data"]["password"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "configmap", "app-config"])["data"]["mode"],
+        "safe"
+    );
+    let password = c.json(&["-n", &ns, "get", "secret", "db"])["data"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
     use base64::Engine as _;
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(password).unwrap(), secret_value.as_bytes());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(password)
+            .unwrap(),
+        secret_value.as_bytes()
+    );
     for run in [&snap, &plan, &restored] {
-        assert!(!run.all_output().contains(secret_value), "a secret value leaked:\n{}", run.all_output());
+        assert!(
+            !run.all_output().contains(secret_value),
+            "a secret value leaked:\n{}",
+            run.all_output()
+        );
     }
     let again = run_ok(c, &ns, &restore);
-    assert_eq!(result(&again, "restore_config")["unchanged"], serde_json::json!(["ConfigMap/app-config", "Secret/db"]));
+    assert_eq!(
+        result(&again, "restore_config")["unchanged"],
+        serde_json::json!(["ConfigMap/app-config", "Secret/db"])
+    );
 
-    let not_empty = script(c, &ns, &format!(r#"k8s::snapshot_config("{}");"#, dir.display()));
+    let not_empty = script(
+        c,
+        &ns,
+        &format!(r#"k8s::snapshot_config("{}");"#, dir.display()),
+    );
     not_empty.code(2).stderr_has("is not empty");
 }
 
@@ -382,13 +644,32 @@ fn pods_events_labels_and_gitops_markers() {
     run.stdout_has("2\nfalse");
     assert_eq!(result(&run, "pods").as_array().unwrap().len(), 2);
     let events = result(&run, "events");
-    assert!(events.as_array().unwrap().iter().any(|e| e["reason"] == "ScalingReplicaSet"), "{events}");
-    assert_eq!(c.json(&["-n", &ns, "get", "deployment", "web"])["metadata"]["labels"]["rollback.io/state"], "bad");
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "ScalingReplicaSet"),
+        "{events}"
+    );
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "deployment", "web"])["metadata"]["labels"]["rollback.io/state"],
+        "bad"
+    );
     assert_eq!(result(&run, "label")["previous"], "");
 
-    c.kubectl(&["-n", &ns, "annotate", "deployment", "web", "argocd.argoproj.io/tracking-id=shop:apps/Deployment:x/web"]);
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "deployment",
+        "web",
+        "argocd.argoproj.io/tracking-id=shop:apps/Deployment:x/web",
+    ]);
     let managed = run_ok(c, &ns, r#"k8s::gitops_managed("Deployment", "web");"#);
-    managed.stderr_has("managed by Argo CD application shop").stderr_has("--sync-policy none");
+    managed
+        .stderr_has("managed by Argo CD application shop")
+        .stderr_has("--sync-policy none");
     assert_eq!(result(&managed, "gitops_managed")["tool"], "argocd");
 
     let bad_kind = script(c, &ns, r#"k8s::label("Widget", "web", "a", "b");"#);
@@ -400,26 +681,44 @@ fn pods_events_labels_and_gitops_markers() {
 #[test]
 fn bad_names_are_rejected_before_any_request() {
     // The kubeconfig does not even exist: any request would fail differently.
-    let platform = "[environments.test]\nnamespace = \"nowhere\"\nkubeconfig = \"/nonexistent/kubeconfig\"\n";
+    let platform =
+        "[environments.test]\nnamespace = \"nowhere\"\nkubeconfig = \"/nonexistent/kubeconfig\"\n";
     for (script, message) in [
-        (r#"k8s::deployment("Web_1");"#, "'Web_1' is not a valid Deployment name"),
-        (r#"switch_slot("1shop");"#, "'1shop' is not a valid Service name"),
+        (
+            r#"k8s::deployment("Web_1");"#,
+            "'Web_1' is not a valid Deployment name",
+        ),
+        (
+            r#"switch_slot("1shop");"#,
+            "'1shop' is not a valid Service name",
+        ),
         (r#"k8s::scale("-web", 1);"#, "not a valid Deployment name"),
-        (r#"k8s::wait_rollouts(["ok", "NOT ok"], 5);"#, "'NOT ok' is not a valid"),
-        (r#"helm::history("Release");"#, "not a valid Helm release name"),
+        (
+            r#"k8s::wait_rollouts(["ok", "NOT ok"], 5);"#,
+            "'NOT ok' is not a valid",
+        ),
+        (
+            r#"helm::history("Release");"#,
+            "not a valid Helm release name",
+        ),
     ] {
         let run = Test::new().platform(platform).script(script).run();
         run.code(2).stderr_has(message).stderr_lacks("kubeconfig");
     }
-    let run = Test::new().platform(platform).script(r#"k8s::deployment("web");"#).run();
-    run.code(1).stderr_has("cannot read the kubeconfig /nonexistent/kubeconfig");
+    let run = Test::new()
+        .platform(platform)
+        .script(r#"k8s::deployment("web");"#)
+        .run();
+    run.code(1)
+        .stderr_has("cannot read the kubeconfig /nonexistent/kubeconfig");
 }
 
 #[test]
 fn a_missing_namespace_is_named() {
     let c = cluster();
     let run = script(c, "no-such-namespace", r#"k8s::deployment("web");"#);
-    run.code(1).stderr_has("namespace 'no-such-namespace' does not exist");
+    run.code(1)
+        .stderr_has("namespace 'no-such-namespace' does not exist");
 }
 
 #[test]
@@ -436,9 +735,20 @@ fn rbac_forbidden_names_the_verb_and_resource() {
               {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
               {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]}"#,
     );
-    c.kubectl(&["-n", &ns, "create", "rolebinding", "narrow", "--role=narrow", &format!("--serviceaccount={ns}:narrow")]);
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "narrow",
+        "--role=narrow",
+        &format!("--serviceaccount={ns}:narrow"),
+    ]);
     // A token from the TokenRequest API, in a kubeconfig of its own.
-    let token = c.kubectl(&["-n", &ns, "create", "token", "narrow"]).trim().to_string();
+    let token = c
+        .kubectl(&["-n", &ns, "create", "token", "narrow"])
+        .trim()
+        .to_string();
     let view = c.json(&["config", "view", "--raw", "--minify"]);
     let cluster_entry = &view["clusters"][0]["cluster"];
     let kubeconfig = serde_json::json!({
@@ -450,16 +760,28 @@ fn rbac_forbidden_names_the_verb_and_resource() {
     let test = Test::new();
     let path = test.path("narrow.kubeconfig");
     std::fs::write(&path, kubeconfig.to_string()).unwrap();
-    let platform = format!("[environments.test]\nnamespace = \"{ns}\"\nkubeconfig = \"{}\"\n", path.display());
-    let read = Test::new().platform(&platform).script(r#"print(k8s::deployment("web").replicas.desired);"#).run();
+    let platform = format!(
+        "[environments.test]\nnamespace = \"{ns}\"\nkubeconfig = \"{}\"\n",
+        path.display()
+    );
+    let read = Test::new()
+        .platform(&platform)
+        .script(r#"print(k8s::deployment("web").replicas.desired);"#)
+        .run();
     read.success().stdout_has("2");
-    let run = test.platform(&platform).script(r#"k8s::scale("web", 3);"#).run();
+    let run = test
+        .platform(&platform)
+        .script(r#"k8s::scale("web", 3);"#)
+        .run();
     run.code(1)
         .stderr_has("forbidden")
         .stderr_has("may not patch deployments/scale/web")
         .stderr_has("grant the 'patch' verb on 'deployments/scale'")
         .stderr_lacks(&token);
-    assert_eq!(c.json(&["-n", &ns, "get", "deployment", "web"])["spec"]["replicas"], 2);
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "deployment", "web"])["spec"]["replicas"],
+        2
+    );
 }
 
 /// Spawns a run that keeps going; its stderr is read line by line.
@@ -472,7 +794,18 @@ fn spawn(test: &Test) -> std::process::Child {
 }
 
 fn lease_holder(c: &Cluster, ns: &str) -> String {
-    let out = c.kubectl_output(&["-n", ns, "get", "lease", "rollback-run-lock", "-o", "jsonpath={.spec.holderIdentity}"], None);
+    let out = c.kubectl_output(
+        &[
+            "-n",
+            ns,
+            "get",
+            "lease",
+            "rollback-run-lock",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -486,17 +819,26 @@ fn two_runs_contend_for_the_lock() {
         .script(r#"k8s::label("Deployment", "web", "holder", "first"); sleep(6);"#)
         .env("ROLLBACK_OPERATOR", "alice");
     let mut child = spawn(&first);
-    c.wait_until(std::time::Duration::from_secs(60), "the first run to take the lock", || {
-        lease_holder(c, &ns).starts_with("alice@")
-    });
+    c.wait_until(
+        std::time::Duration::from_secs(60),
+        "the first run to take the lock",
+        || lease_holder(c, &ns).starts_with("alice@"),
+    );
 
-    let second = script(c, &ns, r#"k8s::label("Deployment", "web", "holder", "second");"#);
+    let second = script(
+        c,
+        &ns,
+        r#"k8s::label("Deployment", "web", "holder", "second");"#,
+    );
     second
         .code(1)
         .stderr_has("environment 'test' is locked by run")
         .stderr_has("of alice on")
         .stderr_has("--wait-lock");
-    assert_eq!(c.json(&["-n", &ns, "get", "deployment", "web"])["metadata"]["labels"]["holder"], "first");
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "deployment", "web"])["metadata"]["labels"]["holder"],
+        "first"
+    );
 
     // A dry-run takes no lock, so it is not blocked.
     Test::new()
@@ -513,8 +855,15 @@ fn two_runs_contend_for_the_lock() {
         .run();
     queued.success().stderr_has("waiting (--wait-lock)");
     assert!(child.wait().unwrap().success());
-    assert_eq!(c.json(&["-n", &ns, "get", "deployment", "web"])["metadata"]["labels"]["holder"], "queued");
-    assert_eq!(lease_holder(c, &ns), "", "the lock is released at the end of the run");
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "deployment", "web"])["metadata"]["labels"]["holder"],
+        "queued"
+    );
+    assert_eq!(
+        lease_holder(c, &ns),
+        "",
+        "the lock is released at the end of the run"
+    );
 }
 
 #[test]
@@ -527,13 +876,19 @@ fn a_crashed_holders_lock_expires() {
         .script(r#"k8s::label("Deployment", "web", "holder", "doomed"); sleep(120);"#)
         .env("ROLLBACK_LOCK_TTL", "3");
     let mut child = spawn(&doomed);
-    c.wait_until(std::time::Duration::from_secs(60), "the doomed run to take the lock", || {
-        !lease_holder(c, &ns).is_empty()
-    });
+    c.wait_until(
+        std::time::Duration::from_secs(60),
+        "the doomed run to take the lock",
+        || !lease_holder(c, &ns).is_empty(),
+    );
     let holder = lease_holder(c, &ns);
     // Past its 3 s lease the live run still holds the lock: it renews it.
     std::thread::sleep(std::time::Duration::from_secs(5));
-    let blocked = script(c, &ns, r#"k8s::label("Deployment", "web", "holder", "blocked");"#);
+    let blocked = script(
+        c,
+        &ns,
+        r#"k8s::label("Deployment", "web", "holder", "blocked");"#,
+    );
     blocked.code(1).stderr_has("is locked by run");
     assert_eq!(lease_holder(c, &ns), holder);
     child.kill().unwrap();
@@ -544,8 +899,15 @@ fn a_crashed_holders_lock_expires() {
         .args(["--wait-lock"])
         .run();
     after.success().stderr_has("took over the expired run lock");
-    let lock = after.journal().into_iter().find(|r| r["function"] == "lock").unwrap();
-    assert_eq!(lock["outcome"]["result"]["taken_over_from"], holder.as_str());
+    let lock = after
+        .journal()
+        .into_iter()
+        .find(|r| r["function"] == "lock")
+        .unwrap();
+    assert_eq!(
+        lock["outcome"]["result"]["taken_over_from"],
+        holder.as_str()
+    );
 }
 
 #[test]
@@ -553,7 +915,10 @@ fn a_cluster_stopped_mid_call_gives_a_clear_error_within_the_budget() {
     use std::io::BufRead;
     let own = cluster::start_private("stop");
     let ns = own.namespace("stop");
-    own.apply(&ns, &deployment("stuck", &[("app", "stuck")], "stuck:1", 1, UNSCHEDULABLE));
+    own.apply(
+        &ns,
+        &deployment("stuck", &[("app", "stuck")], "stuck:1", 1, UNSCHEDULABLE),
+    );
     let test = Test::new()
         .platform(&own.platform(&ns))
         .script(r#"k8s::wait_rollout("stuck", 600);"#)
@@ -577,9 +942,18 @@ fn a_cluster_stopped_mid_call_gives_a_clear_error_within_the_budget() {
     }
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{seen}");
-    assert!(seen.contains("lost the Kubernetes API at https://127.0.0.1:"), "{seen}");
+    assert!(
+        seen.contains("lost the Kubernetes API at https://127.0.0.1:"),
+        "{seen}"
+    );
     assert!(!seen.contains("out of time"), "{seen}");
 
-    let after = Test::new().platform(&own.platform(&ns)).script(r#"k8s::deployment("stuck");"#).run();
-    after.code(1).stderr_has("cannot reach the Kubernetes API at https://127.0.0.1:").stderr_has("check that the cluster is up");
+    let after = Test::new()
+        .platform(&own.platform(&ns))
+        .script(r#"k8s::deployment("stuck");"#)
+        .run();
+    after
+        .code(1)
+        .stderr_has("cannot reach the Kubernetes API at https://127.0.0.1:")
+        .stderr_has("check that the cluster is up");
 }

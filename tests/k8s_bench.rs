@@ -25,7 +25,11 @@ const ROLLOUTS: usize = 8;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -35,7 +39,9 @@ fn ms(d: Duration) -> f64 {
 fn connect(rt: &tokio::runtime::Runtime, c: &Cluster, ns: &str) -> Kube {
     rt.block_on(async {
         let config = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
-        client::from_kubeconfig(config, "bench", None, ns).await.unwrap()
+        client::from_kubeconfig(config, "bench", None, ns)
+            .await
+            .unwrap()
     })
 }
 
@@ -52,13 +58,41 @@ fn bench_switch_slot_and_wait_rollout() {
     println!();
     println!("| measurement | samples | median ms | max ms | ratio |");
     println!("|---|---|---|---|---|");
-    println!("| switch_slot incl. checks and read-back | {} | {sm:.1} | {:.1} | {:.3} |", switch.len(), max(&switch), sm / km);
-    println!("| kubectl patch of the same selector | {} | {km:.1} | {:.1} | 1 |", kubectl_patch.len(), max(&kubectl_patch));
-    println!("| wait_rollout: return after the Deployment became available | {} | {wm:.1} | {:.1} | {:.4} vs kubectl, {:.5} vs runbook poll |", wait.len(), max(&wait), wm / stm, wm / runbook_poll_mean);
-    println!("| kubectl rollout status: exit after available | {} | {stm:.1} | {:.1} | 1 |", status.len(), max(&status));
-    println!("| runbook `sleep 10` poll: expected delay (mean of 0..10 s) | - | {runbook_poll_mean:.0} | 10000 | - |");
-    assert!(sm / km <= 0.3, "switch_slot median {sm:.1} ms is more than 0.3 x kubectl patch {km:.1} ms");
-    assert!(max(&wait) <= 200.0, "wait_rollout returned {:.1} ms after availability", max(&wait));
+    println!(
+        "| switch_slot incl. checks and read-back | {} | {sm:.1} | {:.1} | {:.3} |",
+        switch.len(),
+        max(&switch),
+        sm / km
+    );
+    println!(
+        "| kubectl patch of the same selector | {} | {km:.1} | {:.1} | 1 |",
+        kubectl_patch.len(),
+        max(&kubectl_patch)
+    );
+    println!(
+        "| wait_rollout: return after the Deployment became available | {} | {wm:.1} | {:.1} | {:.4} vs kubectl, {:.5} vs runbook poll |",
+        wait.len(),
+        max(&wait),
+        wm / stm,
+        wm / runbook_poll_mean
+    );
+    println!(
+        "| kubectl rollout status: exit after available | {} | {stm:.1} | {:.1} | 1 |",
+        status.len(),
+        max(&status)
+    );
+    println!(
+        "| runbook `sleep 10` poll: expected delay (mean of 0..10 s) | - | {runbook_poll_mean:.0} | 10000 | - |"
+    );
+    assert!(
+        sm / km <= 0.3,
+        "switch_slot median {sm:.1} ms is more than 0.3 x kubectl patch {km:.1} ms"
+    );
+    assert!(
+        max(&wait) <= 200.0,
+        "wait_rollout returned {:.1} ms after availability",
+        max(&wait)
+    );
 }
 
 fn max(v: &[f64]) -> f64 {
@@ -67,8 +101,26 @@ fn max(v: &[f64]) -> f64 {
 
 fn bench_switch(c: &Cluster, rt: &tokio::runtime::Runtime) -> (Vec<f64>, Vec<f64>) {
     let ns = c.namespace("bench-slot");
-    c.apply(&ns, &deployment("shop-blue", &[("app", "shop"), ("slot", "blue"), ("version", "v1")], "shop:1", 2, ""));
-    c.apply(&ns, &deployment("shop-green", &[("app", "shop"), ("slot", "green"), ("version", "v2")], "shop:2", 2, ""));
+    c.apply(
+        &ns,
+        &deployment(
+            "shop-blue",
+            &[("app", "shop"), ("slot", "blue"), ("version", "v1")],
+            "shop:1",
+            2,
+            "",
+        ),
+    );
+    c.apply(
+        &ns,
+        &deployment(
+            "shop-green",
+            &[("app", "shop"), ("slot", "green"), ("version", "v2")],
+            "shop:2",
+            2,
+            "",
+        ),
+    );
     c.apply(&ns, &service("shop", &[("app", "shop"), ("slot", "blue")]));
     c.rollout_status(&ns, "shop-blue");
     c.rollout_status(&ns, "shop-green");
@@ -81,7 +133,9 @@ fn bench_switch(c: &Cluster, rt: &tokio::runtime::Runtime) -> (Vec<f64>, Vec<f64
         let target = if round % 2 == 0 { "green" } else { "blue" };
         let start = Instant::now();
         rt.block_on(async {
-            let plan = slot::plan(&kube, "shop", Some(target), &options).await.unwrap();
+            let plan = slot::plan(&kube, "shop", Some(target), &options)
+                .await
+                .unwrap();
             slot::switch(&kube, plan).await.unwrap()
         });
         let switch = start.elapsed();
@@ -91,7 +145,15 @@ fn bench_switch(c: &Cluster, rt: &tokio::runtime::Runtime) -> (Vec<f64>, Vec<f64
         c.kubectl(&["-n", &ns, "patch", "service", "shop", "-p", &patch]);
         let kubectl = start.elapsed();
         // Leave the Service where switch_slot expects it for the next round.
-        c.kubectl(&["-n", &ns, "patch", "service", "shop", "-p", &format!(r#"{{"spec":{{"selector":{{"slot":"{target}"}}}}}}"#)]);
+        c.kubectl(&[
+            "-n",
+            &ns,
+            "patch",
+            "service",
+            "shop",
+            "-p",
+            &format!(r#"{{"spec":{{"selector":{{"slot":"{target}"}}}}}}"#),
+        ]);
         if round >= 2 {
             ours.push(ms(switch));
             theirs.push(ms(kubectl));
@@ -134,13 +196,21 @@ fn bench_wait(c: &Cluster, rt: &tokio::runtime::Runtime) -> (Vec<f64>, Vec<f64>)
             .unwrap();
         let generation = patched.metadata.generation.unwrap();
         let mut kubectl = c.kubectl_command();
-        kubectl.args(["-n", &ns, "rollout", "status", "deployment/web", "--timeout=120s"]);
+        kubectl.args([
+            "-n",
+            &ns,
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=120s",
+        ]);
         kubectl.stdout(std::process::Stdio::null());
         let status = std::thread::spawn(move || {
             kubectl.status().unwrap();
             Instant::now()
         });
-        rt.block_on(rollout::wait(&kube, "web", Duration::from_secs(120))).unwrap();
+        rt.block_on(rollout::wait(&kube, "web", Duration::from_secs(120)))
+            .unwrap();
         let returned = Instant::now();
         let kubectl_returned = status.join().unwrap();
         let available = seen

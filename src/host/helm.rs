@@ -5,6 +5,7 @@ use super::k8s::client::{self, Kube, Op};
 use super::k8s::names;
 use super::{Effect, FnDoc, HostError, Registrar, options};
 use crate::console;
+use crate::platform::Environment;
 use crate::session::Session;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
@@ -284,76 +285,73 @@ fn rollback(
         return Err(HostError::Invalid("timeout must be more than 0 seconds".into()).into_rhai(f));
     }
     let args = json!({"release": release, "revision": revision, "opts": o});
-    let session = s.clone();
-    let name = release.to_string();
     let env = s.env_config().clone();
-    let prepared = s.block_on(async move {
-        let started = Instant::now();
-        let kube = client::connect(&session).await?;
-        let history = read_history(&kube, &name).await?;
-        let (from, to) = choose(&name, &history, revision, o.allow_pending)?;
-        let images = history
-            .iter()
-            .find(|r| r.revision == to)
-            .map(|r| r.images.clone())
-            .unwrap_or_default();
-        let mut command = vec![
-            helm_binary(),
-            "rollback".into(),
-            name.clone(),
-            to.to_string(),
-            "--namespace".into(),
-            kube.namespace.clone(),
-            "--timeout".into(),
-            format!("{}s", o.timeout.ceil() as u64),
-        ];
-        if let client::Source::Platform(path) = client::source(&env) {
-            command.extend(["--kubeconfig".into(), path.display().to_string()]);
-        }
-        if let Some(context) = &env.kube_context {
-            command.extend(["--kube-context".into(), context.clone()]);
-        }
-        for (on, flag) in [
-            (o.wait, "--wait"),
-            (o.force, "--force"),
-            (o.cleanup_on_fail, "--cleanup-on-fail"),
-            (o.no_hooks, "--no-hooks"),
-        ] {
-            if on {
-                command.push(flag.into());
-            }
-        }
-        Ok((
-            kube,
-            RollbackPlan {
-                release: name.clone(),
-                command,
-                result: RollbackResult {
-                    release: name,
-                    from_revision: from,
-                    to_revision: to,
-                    new_revision: from + 1,
-                    status: "deployed".into(),
-                    images,
-                    took_ms: 0,
-                },
-                started,
-            },
-        ))
-    });
-    let (kube, plan) = match prepared {
-        Ok(ready) => ready,
-        Err(e) => return s.read(f, args, async move { Err::<(), _>(e) }),
-    };
-    let request = json!({"command": plan.command});
-    if s.dry_run() {
-        console::info(&format!(
-            "dry-run: {f} would run {}",
-            plan.command.join(" ")
-        ));
+    let name = release.to_string();
+    super::k8s::mutation(
+        s,
+        f,
+        args,
+        move |kube| async move { plan_rollback(&kube, &env, &name, revision, &o).await },
+        |plan| (json!({"command": plan.command}), plan.result.clone()),
+        run_rollback,
+    )
+}
+
+async fn plan_rollback(
+    kube: &Kube,
+    env: &Environment,
+    release: &str,
+    revision: i64,
+    o: &RollbackOptions,
+) -> Result<RollbackPlan, HostError> {
+    let started = Instant::now();
+    let history = read_history(kube, release).await?;
+    let (from, to) = choose(release, &history, revision, o.allow_pending)?;
+    let images = history
+        .iter()
+        .find(|r| r.revision == to)
+        .map(|r| r.images.clone())
+        .unwrap_or_default();
+    let mut command = vec![
+        helm_binary(),
+        "rollback".into(),
+        release.to_string(),
+        to.to_string(),
+        "--namespace".into(),
+        kube.namespace.clone(),
+        "--timeout".into(),
+        format!("{}s", o.timeout.ceil() as u64),
+    ];
+    if let client::Source::Platform(path) = client::source(env) {
+        command.extend(["--kubeconfig".into(), path.display().to_string()]);
     }
-    let planned = plan.result.clone();
-    s.mutate(f, args, request, move || planned, run_rollback(kube, plan))
+    if let Some(context) = &env.kube_context {
+        command.extend(["--kube-context".into(), context.clone()]);
+    }
+    for (on, flag) in [
+        (o.wait, "--wait"),
+        (o.force, "--force"),
+        (o.cleanup_on_fail, "--cleanup-on-fail"),
+        (o.no_hooks, "--no-hooks"),
+    ] {
+        if on {
+            command.push(flag.into());
+        }
+    }
+    Ok(RollbackPlan {
+        release: release.to_string(),
+        command,
+        result: RollbackResult {
+            release: release.to_string(),
+            from_revision: from,
+            to_revision: to,
+            new_revision: from + 1,
+            status: "deployed".into(),
+            images,
+            took_ms: 0,
+        },
+        started,
+    })
 }
 
 /// How much of helm's output an error message quotes.

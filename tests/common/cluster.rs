@@ -39,13 +39,14 @@ pub fn testbed_bin() -> Option<PathBuf> {
         return Some(PathBuf::from(dir));
     }
     let cache = std::env::var("ROLLBACK_CACHE").unwrap_or_else(|_| "/var/cache/rollback".into());
-    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(Path::new(&cache).join("testbed"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin"))
-        .filter(|bin| BINARIES.iter().all(|b| bin.join(b).is_file()))
-        .filter_map(|bin| Some((bin.metadata().ok()?.modified().ok()?, bin)))
-        .collect();
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> =
+        std::fs::read_dir(Path::new(&cache).join("testbed"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| BINARIES.iter().all(|b| bin.join(b).is_file()))
+            .filter_map(|bin| Some((bin.metadata().ok()?.modified().ok()?, bin)))
+            .collect();
     candidates.sort();
     candidates.pop().map(|(_, bin)| bin)
 }
@@ -76,7 +77,8 @@ pub fn cluster() -> &'static Cluster {
 
 /// A cluster of its own for a test that stops it; panics when the binaries are missing.
 pub fn start_private(tag: &str) -> Cluster {
-    let bin = testbed_bin().expect("the Kubernetes testbed binaries are missing: run testbed/provision.sh");
+    let bin = testbed_bin()
+        .expect("the Kubernetes testbed binaries are missing: run testbed/provision.sh");
     start(bin, tag)
 }
 
@@ -139,13 +141,20 @@ impl Cluster {
     /// Stops the components of a cluster this process started (an outage: the kubeconfig and
     /// certificates stay; the exit watcher still deletes it all).
     pub fn stop(&self) {
-        let (name, dir) = self.started.as_ref().expect("only a cluster started here can be stopped");
+        let (name, dir) = self
+            .started
+            .as_ref()
+            .expect("only a cluster started here can be stopped");
         let out = Command::new(self.bin.as_ref().unwrap().join("kwokctl"))
             .args(["stop", "cluster", "--name", name])
             .env("KWOK_WORKDIR", dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "kwokctl stop cluster: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kwokctl stop cluster: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn helm(&self) -> PathBuf {
@@ -156,7 +165,8 @@ impl Cluster {
     }
 
     pub fn kubectl_command(&self) -> Command {
-        let mut cmd = Command::new(std::env::var("TESTBED_KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+        let mut cmd =
+            Command::new(std::env::var("TESTBED_KUBECTL").unwrap_or_else(|_| "kubectl".into()));
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
         cmd
     }
@@ -165,12 +175,21 @@ impl Cluster {
     pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = self.kubectl_command();
         cmd.args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kubectl");
         if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }
         child.wait_with_output().unwrap()
     }
@@ -208,11 +227,15 @@ impl Cluster {
         let n = NAMESPACES.fetch_add(1, Ordering::SeqCst);
         let ns = format!("{prefix}-{}-{n}", std::process::id());
         self.kubectl(&["create", "namespace", &ns]);
-        self.wait_until(Duration::from_secs(60), "the default ServiceAccount", || {
-            self.kubectl_output(&["-n", &ns, "get", "serviceaccount", "default"], None)
-                .status
-                .success()
-        });
+        self.wait_until(
+            Duration::from_secs(60),
+            "the default ServiceAccount",
+            || {
+                self.kubectl_output(&["-n", &ns, "get", "serviceaccount", "default"], None)
+                    .status
+                    .success()
+            },
+        );
         ns
     }
 
@@ -226,7 +249,14 @@ impl Cluster {
     }
 
     pub fn rollout_status(&self, ns: &str, deployment: &str) {
-        self.kubectl(&["-n", ns, "rollout", "status", &format!("deployment/{deployment}"), "--timeout=120s"]);
+        self.kubectl(&[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            "--timeout=120s",
+        ]);
     }
 
     /// A platform definition with one environment, `test`, on this cluster and namespace.
@@ -240,7 +270,13 @@ impl Cluster {
 
 /// A Deployment whose pods kwok runs; `extra_pod_spec` is merged into the pod spec as JSON
 /// fields (e.g. `"nodeSelector": {"missing": "x"}` to keep its pods Pending).
-pub fn deployment(name: &str, labels: &[(&str, &str)], image: &str, replicas: i32, extra_pod_spec: &str) -> String {
+pub fn deployment(
+    name: &str,
+    labels: &[(&str, &str)],
+    image: &str,
+    replicas: i32,
+    extra_pod_spec: &str,
+) -> String {
     let labels_json = labels
         .iter()
         .map(|(k, v)| format!("\"{k}\": \"{v}\""))
@@ -254,7 +290,11 @@ pub fn deployment(name: &str, labels: &[(&str, &str)], image: &str, replicas: i3
         .map(|(k, v)| format!("\"{k}\": \"{v}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let extra = if extra_pod_spec.is_empty() { String::new() } else { format!(", {extra_pod_spec}") };
+    let extra = if extra_pod_spec.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra_pod_spec}")
+    };
     format!(
         r#"{{"apiVersion": "apps/v1", "kind": "Deployment",
   "metadata": {{"name": "{name}", "labels": {{{labels_json}}}}},

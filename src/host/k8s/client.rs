@@ -139,7 +139,13 @@ pub async fn from_kubeconfig(
             }
         )));
     }
-    if context.is_none() && kubeconfig.current_context.as_deref().unwrap_or_default().is_empty() {
+    if context.is_none()
+        && kubeconfig
+            .current_context
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    {
         return Err(HostError::Failed(format!(
             "the kubeconfig {shown} has no current context: set kube_context for the environment in the platform definition"
         )));

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, PostParams};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -166,8 +166,9 @@ enum Object {
 
 enum Action {
     Create,
-    /// Replace, with the current resourceVersion as precondition.
-    Replace(String),
+    /// Replace the current object (its resourceVersion is the precondition) with the saved
+    /// data, labels and annotations; everything else of it (owners, …) is kept.
+    Replace,
 }
 
 struct Step {
@@ -199,6 +200,17 @@ fn read_dir_objects<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>
             })
         })
         .collect()
+}
+
+/// The current metadata with the saved labels and annotations; managedFields are left to the
+/// server (omitted, it keeps them).
+fn restored_meta(current: ObjectMeta, saved: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        labels: saved.labels.clone(),
+        annotations: saved.annotations.clone(),
+        managed_fields: None,
+        ..current
+    }
 }
 
 fn same_meta(a: &ObjectMeta, b: &ObjectMeta) -> bool {
@@ -235,7 +247,17 @@ pub async fn plan_restore(kube: &Kube, dir: &Path) -> Result<RestorePlan, HostEr
                 plan.unchanged.push(format!("ConfigMap/{name}"));
                 continue;
             }
-            Some(c) => Action::Replace(c.metadata.resource_version.unwrap_or_default()),
+            Some(current) => {
+                let mut merged = current;
+                merged.metadata = restored_meta(merged.metadata, &saved.metadata);
+                merged.data = saved.data;
+                merged.binary_data = saved.binary_data;
+                plan.steps.push(Step {
+                    object: Object::ConfigMap(merged),
+                    action: Action::Replace,
+                });
+                continue;
+            }
         };
         plan.steps.push(Step {
             object: Object::ConfigMap(saved),
@@ -259,7 +281,17 @@ pub async fn plan_restore(kube: &Kube, dir: &Path) -> Result<RestorePlan, HostEr
                 plan.unchanged.push(format!("Secret/{name}"));
                 continue;
             }
-            Some(c) => Action::Replace(c.metadata.resource_version.unwrap_or_default()),
+            Some(current) => {
+                let mut merged = current;
+                merged.metadata = restored_meta(merged.metadata, &saved.metadata);
+                merged.data = saved.data;
+                merged.string_data = None;
+                plan.steps.push(Step {
+                    object: Object::Secret(merged),
+                    action: Action::Replace,
+                });
+                continue;
+            }
         };
         plan.steps.push(Step {
             object: Object::Secret(saved),
@@ -281,7 +313,7 @@ impl Step {
 
     /// The request as the journal may show it: Secret values masked, keys kept.
     fn shown(&self, namespace: &str) -> Value {
-        let (resource, name, mut body) = match &self.object {
+        let (resource, name, body) = match &self.object {
             Object::ConfigMap(c) => (
                 "configmaps",
                 c.metadata.name.clone().unwrap_or_default(),
@@ -300,10 +332,7 @@ impl Step {
         let collection = format!("/api/v1/namespaces/{namespace}/{resource}");
         match &self.action {
             Action::Create => request::post(&collection, body),
-            Action::Replace(rv) => {
-                body["metadata"]["resourceVersion"] = json!(rv);
-                request::put(&format!("{collection}/{name}"), body)
-            }
+            Action::Replace => request::put(&format!("{collection}/{name}"), body),
         }
     }
 }
@@ -328,7 +357,7 @@ impl RestorePlan {
         for step in &self.steps {
             match step.action {
                 Action::Create => result.created.push(step.label()),
-                Action::Replace(_) => result.updated.push(step.label()),
+                Action::Replace => result.updated.push(step.label()),
             }
         }
         result
@@ -353,9 +382,8 @@ pub async fn restore(kube: &Kube, plan: RestorePlan) -> Result<RestoreResult, Ho
                 )
                 .await?;
             }
-            (Object::ConfigMap(mut c), Action::Replace(rv)) => {
+            (Object::ConfigMap(c), Action::Replace) => {
                 let name = c.metadata.name.clone().unwrap_or_default();
-                c.metadata.resource_version = Some(rv);
                 kube.call_cas(
                     Op::new("update", "configmaps", &name),
                     kube.api().replace(&name, &PostParams::default(), &c),
@@ -371,9 +399,8 @@ pub async fn restore(kube: &Kube, plan: RestorePlan) -> Result<RestoreResult, Ho
                 )
                 .await?;
             }
-            (Object::Secret(mut s), Action::Replace(rv)) => {
+            (Object::Secret(s), Action::Replace) => {
                 let name = s.metadata.name.clone().unwrap_or_default();
-                s.metadata.resource_version = Some(rv);
                 kube.call_cas(
                     Op::new("update", "secrets", &name),
                     kube.api().replace(&name, &PostParams::default(), &s),

@@ -277,7 +277,7 @@ where
 /// A mutation that reads first: `prepare` runs for real (in dry-run too) and yields the plan;
 /// `request` is what the journal shows of it, `planned` the result a dry-run returns, and
 /// `exec` sends it. A failed `prepare` is journaled as the call's outcome.
-fn mutation<P, T, Prep, PrepFut, Exec, ExecFut>(
+pub(crate) fn mutation<P, T, Prep, PrepFut, Exec, ExecFut>(
     session: &Arc<Session>,
     f: &str,
     args: Value,

@@ -82,7 +82,13 @@ mod tests {
 
     #[test]
     fn object_names() {
-        for good in ["web", "web-blue", "a.b-c", "0abc", &format!("{}.{}", "a".repeat(63), "b".repeat(63))] {
+        for good in [
+            "web",
+            "web-blue",
+            "a.b-c",
+            "0abc",
+            &format!("{}.{}", "a".repeat(63), "b".repeat(63)),
+        ] {
             assert!(object("Deployment", good).is_ok(), "{good}");
         }
         for bad in [

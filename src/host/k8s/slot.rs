@@ -163,16 +163,15 @@ async fn check_target(
             Op::new("get", "deployments", &slot_deployment),
             deployments.get(&slot_deployment),
         ),
-        kube.call(
-            Op::all("list", "pods"),
-            pods_api.list(&pod_list),
-        ),
+        kube.call(Op::all("list", "pods"), pods_api.list(&pod_list),),
         slot_endpoints(kube, &slot_deployment),
     )?;
     let wanted = if options.min_ready > 0 {
         options.min_ready
     } else {
-        let desired = desired.and_then(|d| d.spec.and_then(|s| s.replicas)).unwrap_or(1);
+        let desired = desired
+            .and_then(|d| d.spec.and_then(|s| s.replicas))
+            .unwrap_or(1);
         i64::from(desired.max(1))
     };
     let pods = pods.items;
