@@ -4,8 +4,13 @@
 //! It is taken lazily, by the first real mutation of a run (a dry-run never takes it), renewed
 //! in the background while the run goes on, and released when the session finishes. A run that
 //! dies keeps it only until the lease expires (`ROLLBACK_LOCK_TTL` seconds, default 30, after
-//! the last renewal). An environment with no Kubernetes configured has nothing to hold a lease
-//! in; its runs go on unlocked, with a warning.
+//! the last renewal). A second run fails at its first change, naming the holder, or waits with
+//! `--wait-lock`.
+//!
+//! Where there is no lease to hold, the run goes on unlocked with a warning in the log and the
+//! journal: an environment with no Kubernetes configured, or an API that cannot be reached (the
+//! lock must not turn a cluster outage into a blocked database restore or notification). An API
+//! that answers but refuses (RBAC) fails the change: that is a setup to fix.
 
 use crate::console;
 use crate::host::HostError;
@@ -233,14 +238,30 @@ impl RunLock {
             ))
         })?;
         let ttl = ttl_secs();
-        let previous = acquire(
-            &kube,
-            &env,
-            &identity,
-            ttl,
-            self.wait.load(Ordering::Relaxed),
-        )
-        .await?;
+        let wait = self.wait.load(Ordering::Relaxed);
+        let previous = match acquire(&kube, &env, &identity, ttl, wait).await {
+            Ok(previous) => previous,
+            // The lock lives in the cluster; with the API down, blocking every change (a
+            // notification, a database restore) would make the outage worse. Say so loudly,
+            // journal it, and try again at the next change.
+            Err(e) if client::unreachable(&e) => {
+                let message = format!(
+                    "going on WITHOUT the run lock of environment '{env}': {e}; nothing stops a second run from changing the same things"
+                );
+                console::warn(&message);
+                let _ = session.append(Entry {
+                    step: session.current_step(),
+                    function: "lock".into(),
+                    args: json!({"environment": env, "holder": identity.holder}),
+                    outcome: Outcome::status("skipped", json!(null), Some(message)),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    dry_run: false,
+                    mutating: false,
+                });
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let lost = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         tokio::spawn(renew(

@@ -5,6 +5,7 @@ use crate::host::HostError;
 use crate::platform::Environment;
 use crate::session::Session;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -122,6 +123,16 @@ pub async fn from_kubeconfig(
     context: Option<&str>,
     namespace: &str,
 ) -> Result<Kube, HostError> {
+    // Credentials of the kubeconfig must never reach a message, the journal or the report.
+    for auth in kubeconfig
+        .auth_infos
+        .iter()
+        .filter_map(|a| a.auth_info.as_ref())
+    {
+        for secret in [&auth.token, &auth.password].into_iter().flatten() {
+            crate::redact::register(secret.expose_secret());
+        }
+    }
     if let Some(context) = context
         && !kubeconfig.contexts.iter().any(|c| c.name == context)
     {
@@ -178,6 +189,16 @@ pub async fn from_kubeconfig(
         namespace: namespace.to_string(),
         server,
     })
+}
+
+const UNREACHABLE: &str = "cannot reach the Kubernetes API";
+const UNANSWERED: &str = "the Kubernetes API";
+
+/// Whether an error says the API could not be reached at all (down, wedged, unroutable), as
+/// opposed to an answer such as forbidden or not found.
+pub fn unreachable(e: &HostError) -> bool {
+    matches!(e, HostError::Failed(m) if m.contains(UNREACHABLE)
+        || (m.contains(UNANSWERED) && m.contains("did not answer within")))
 }
 
 /// A request that failed, with a lost compare-and-swap kept apart.
@@ -282,7 +303,7 @@ impl Kube {
 
     fn timed_out(&self, op: Op<'_>) -> HostError {
         HostError::Failed(format!(
-            "the Kubernetes API at {} did not answer within {} while trying to {} {} in namespace {}; check that the API server is up",
+            "{UNANSWERED} at {} did not answer within {} while trying to {} {} in namespace {}; check that the API server is up",
             self.server,
             crate::timefmt::format_duration(REQUEST_TIMEOUT),
             op.verb,
@@ -341,7 +362,7 @@ impl Kube {
                 )),
             },
             kube::Error::HyperError(_) | kube::Error::Service(_) => HostError::Failed(format!(
-                "cannot reach the Kubernetes API at {} to {} {object}: {}; check that the cluster is up and that the kubeconfig points at it",
+                "{UNREACHABLE} at {} to {} {object}: {}; check that the cluster is up and that the kubeconfig points at it",
                 self.server,
                 op.verb,
                 chain(&e)
