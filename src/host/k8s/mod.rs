@@ -537,3 +537,60 @@ fn gitops_managed(s: &Arc<Session>, kind: &str, name: &str) -> Outcome {
         |kube| async move { meta::gitops_managed(&kube, kind, &name).await },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::ScriptEngine;
+    use crate::engine::catalog::Catalog;
+    use crate::platform::Platform;
+    use crate::session::{Options, Session};
+
+    #[test]
+    fn every_function_is_documented_and_its_example_compiles() {
+        let platform =
+            Platform::load("test", "[environments.t]\nnamespace = \"t\"\n", None).unwrap();
+        let runtime = std::sync::Arc::new(tokio::runtime::Runtime::new().unwrap());
+        let session = Session::start(
+            Options {
+                id: "docs".into(),
+                procedure: "docs".into(),
+                environment: "t".into(),
+                operator: "test".into(),
+                dry_run: true,
+                yes: false,
+                timeout: None,
+                journal: None,
+                report: None,
+                params: serde_json::json!({}),
+            },
+            platform,
+            runtime,
+        )
+        .unwrap();
+        let engine = ScriptEngine::new(&session, &Catalog::default());
+        let ours: Vec<_> = engine
+            .docs
+            .iter()
+            .filter(|d| {
+                matches!(d.module, Some("k8s" | "helm"))
+                    || ["switch_slot", "helm_rollback"].contains(&d.name)
+            })
+            .collect();
+        assert_eq!(ours.len(), 16);
+        for doc in ours {
+            let name = doc.qualified_name();
+            assert!(doc.summary.ends_with('.'), "{name}: {}", doc.summary);
+            assert!(doc.signature.starts_with('('), "{name}: {}", doc.signature);
+            if let Err(e) = engine.engine.compile(doc.example) {
+                panic!(
+                    "the example of {name} does not compile: {e}\n{}",
+                    doc.example
+                );
+            }
+            assert!(
+                doc.example.contains(doc.name),
+                "{name}: its example does not call it"
+            );
+        }
+    }
+}
