@@ -957,3 +957,50 @@ fn a_cluster_stopped_mid_call_gives_a_clear_error_within_the_budget() {
         .stderr_has("cannot reach the Kubernetes API at https://127.0.0.1:")
         .stderr_has("check that the cluster is up");
 }
+
+#[test]
+fn rollout_undo_compare_and_swap_fails_cleanly_on_a_concurrent_change() {
+    use rollback::host::k8s::{client, rollout};
+    let c = cluster();
+    let ns = c.namespace("undo-cas");
+    web(c, &ns, "registry.local/web:1");
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/web",
+        "app=registry.local/web:2",
+    ]);
+    c.rollout_status(&ns, "web");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let kube = rt.block_on(async {
+        let config = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
+        client::from_kubeconfig(config, "test kubeconfig", None, &ns)
+            .await
+            .unwrap()
+    });
+    let plan = rt.block_on(rollout::plan_undo(&kube, "web", 0)).unwrap();
+    // Another rollout starts between our read and our patch.
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/web",
+        "app=registry.local/web:3",
+    ]);
+    let err = rt
+        .block_on(rollout::undo(&kube, plan))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("changed after it was read, so nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        c.json(&["-n", &ns, "get", "deployment", "web"])["spec"]["template"]["spec"]["containers"]
+            [0]["image"],
+        "registry.local/web:3"
+    );
+}
