@@ -289,7 +289,11 @@ pub fn watch_signals(session: &Arc<Session>, exit_on_second: bool) {
                 console::error("second interrupt: exiting now; the journal is complete up to the interrupted call, the report was not written");
                 std::process::exit(130);
             }
-            console::warn("interrupt: stopping after the current operation (press Ctrl-C again to exit at once)");
+            if exit_on_second {
+                console::warn("interrupt: stopping after the current operation (press Ctrl-C again to exit at once)");
+            } else {
+                console::warn("interrupt: cancelling the running line");
+            }
             s.interrupt();
         }
     });

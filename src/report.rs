@@ -95,7 +95,11 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
     let started = chrono::DateTime::parse_from_rfc3339(&start.time).ok();
     let end = records.iter().rev().find(|r| r.function == SESSION_END);
     let arg = |k: &str| short(start.args.get(k).unwrap_or(&Value::Null), 200);
-    let dry_run = start.dry_run;
+    // A REPL session can leave dry-run mid-way: any change actually sent makes it a live run.
+    let dry_run = start.dry_run
+        && !records
+            .iter()
+            .any(|r| r.mutating && r.outcome.status != "planned");
     let status = end
         .map(|e| e.outcome.status.clone())
         .unwrap_or_else(|| "unfinished".into());
@@ -187,6 +191,13 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
         notifications.len(),
         errors.len()
     );
+    let undelivered: usize = notifications.iter().map(|r| result_len(r, "failed")).sum();
+    if undelivered > 0 {
+        let _ = writeln!(
+            out,
+            "- **{undelivered} notification delivery(ies) failed**: the team may not have been told; see Notifications."
+        );
+    }
 
     // Objectives
     let _ = writeln!(out, "\n## Objectives\n");
@@ -204,7 +215,7 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
     let validated = milestone("validated").and_then(|r| at(r));
     let first_notified = notifications
         .iter()
-        .filter(|r| delivered_count(r) > 0)
+        .filter(|r| result_len(r, "delivered") > 0)
         .filter_map(|r| at(r).map(|t| t + Duration::from_millis(r.duration_ms)))
         .next();
     let _ = writeln!(
@@ -265,6 +276,10 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
                 short(r.args.get("name").unwrap_or(&Value::Null), 40)
             ),
             "log" => continue,
+            "repl" => format!(
+                "`> {}`",
+                short(r.args.get("line").unwrap_or(&Value::Null), 80)
+            ),
             f if r.mutating => format!("`{f}` {}", short(&r.args, 80)),
             _ => continue,
         };
@@ -366,37 +381,23 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
     } else {
         let _ = writeln!(
             out,
-            "| At | Message | Delivered | Failed |\n|---|---|---|---|"
+            "| At | Message | Delivered | Failed | Not sent |\n|---|---|---|---|---|"
         );
         for r in &notifications {
-            let result = &r.outcome.result;
-            let list = |key: &str| match result.get(key) {
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|i| match i {
-                        Value::String(s) => s.clone(),
-                        other => format!(
-                            "{} ({})",
-                            short(other.get("channel").unwrap_or(&Value::Null), 20),
-                            short(other.get("error").unwrap_or(&Value::Null), 120)
-                        ),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                _ => String::new(),
-            };
+            let delivered = notification_list(r, "delivered");
             let delivered = if r.outcome.status == "planned" {
-                "planned (not sent)".to_string()
+                format!("planned, not sent: {delivered}")
             } else {
-                list("delivered")
+                delivered
             };
             let _ = writeln!(
                 out,
-                "| +{} | {} | {} | {} |",
+                "| +{} | {} | {} | {} | {} |",
                 at(r).map(format_duration).unwrap_or_default(),
                 cell(&short(r.args.get("message").unwrap_or(&Value::Null), 100)),
                 cell(&delivered),
-                cell(&list("failed"))
+                cell(&notification_list(r, "failed")),
+                cell(&notification_list(r, "skipped"))
             );
         }
     }
@@ -477,10 +478,36 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
     crate::redact::scrub(&out)
 }
 
-fn delivered_count(r: &Record) -> usize {
+/// A `notify` result list: channel names, or `channel (why)` for failed and skipped ones.
+fn notification_list(r: &Record, key: &str) -> String {
+    let Some(Value::Array(items)) = r.outcome.result.get(key) else {
+        return String::new();
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(channel) => channel.clone(),
+            other => format!(
+                "{} ({})",
+                short(other.get("channel").unwrap_or(&Value::Null), 20),
+                short(
+                    other
+                        .get("error")
+                        .or_else(|| other.get("reason"))
+                        .unwrap_or(&Value::Null),
+                    160
+                )
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The length of a list in a record's result (0 when absent).
+fn result_len(r: &Record, key: &str) -> usize {
     r.outcome
         .result
-        .get("delivered")
+        .get(key)
         .and_then(Value::as_array)
         .map_or(0, Vec::len)
 }

@@ -4,7 +4,7 @@
 //! to `Session::read` or `Session::mutate`, which enforce dry-run, the deadline and Ctrl-C,
 //! and journal the call once.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::host::HostError;
 use crate::journal::{Entry, Journal, Outcome, Record};
 use crate::platform::{Environment, Platform};
@@ -58,7 +58,7 @@ pub struct Session {
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub report_path: Option<PathBuf>,
-    pub http: reqwest::Client,
+    http: std::sync::OnceLock<reqwest::Client>,
     environment: RwLock<String>,
     dry_run: AtomicBool,
     deadline: Option<Instant>,
@@ -91,11 +91,6 @@ impl Session {
         platform.environment(&options.environment)?;
         let id = options.id.clone();
         let journal = Journal::create(&id, options.journal.as_deref())?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("rollback/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::failed(format!("cannot create the HTTP client: {e}")))?;
         let started = Instant::now();
         let session = Session {
             id,
@@ -108,7 +103,7 @@ impl Session {
             started,
             started_at: chrono::Utc::now(),
             report_path: options.report,
-            http,
+            http: std::sync::OnceLock::new(),
             environment: RwLock::new(options.environment),
             dry_run: AtomicBool::new(options.dry_run),
             deadline: options.timeout.map(|t| started + t),
@@ -172,6 +167,20 @@ impl Session {
 
     pub fn records(&self) -> Vec<Record> {
         self.journal().records().to_vec()
+    }
+
+    /// The HTTP client, built on first use: loading TLS roots costs start-up time that
+    /// `check`, `docs` and runs without HTTP calls should not pay.
+    pub fn http(&self) -> reqwest::Client {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .user_agent(concat!("rollback/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap_or_else(|_| reqwest::Client::new())
+            })
+            .clone()
     }
 
     pub fn environment(&self) -> String {

@@ -171,11 +171,24 @@ fn list_shows_procedures_with_descriptions() {
         .file("procs/alpha.rhai", "//! First procedure.\nlog(\"a\");\n")
         .file("procs/beta.rhai", "//! Second procedure.\n");
     let dir = t.path("procs");
-    t.args(["list", "--scripts", dir.to_str().unwrap()])
-        .run()
-        .success()
-        .stdout_has("alpha  First procedure.")
-        .stdout_has("beta   Second procedure.");
+    let run = t.args(["list", "--scripts", dir.to_str().unwrap()]).run();
+    run.success();
+    let line = |name: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{}", run.stdout))
+            .to_string()
+    };
+    assert!(line("alpha").ends_with("  First procedure."));
+    assert!(line("beta").ends_with("  Second procedure."));
+    assert!(line("validate").contains("Validate the platform after a rollback"));
+    let column = |l: String| l.find(char::is_uppercase).unwrap();
+    assert_eq!(
+        column(line("alpha")),
+        column(line("communicate")),
+        "descriptions line up"
+    );
 }
 
 #[test]

@@ -2,18 +2,18 @@
 
 mod common;
 use common::Test;
-use common::http::{Reply, serve};
+use common::http::{HttpServer, Reply};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[test]
 fn healthy_endpoint_reports_status_and_latency() {
-    let server = serve(|_| Reply::ok("{\"status\":\"ok\"}"));
+    let server = HttpServer::start(|_| Reply::ok("{\"status\":\"ok\"}"));
     let run = Test::new()
         .script(&format!(
             "let h = health_check(\"{}\", #{{ expect_body: \"ok\" }});\nif !h.ok || h.status != 200 || h.attempts != 1 {{ throw h; }}\nlog(`latency ${{h.latency_ms}}`);\n",
-            server.url("/health")
+            server.url() + "/health"
         ))
         .run();
     run.success().stderr_has("latency ");
@@ -25,7 +25,7 @@ fn healthy_endpoint_reports_status_and_latency() {
 fn retries_with_backoff_until_healthy() {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
-    let server = serve(move |_| {
+    let server = HttpServer::start(move |_| {
         if seen.fetch_add(1, Ordering::SeqCst) < 2 {
             Reply::status(503)
         } else {
@@ -35,7 +35,7 @@ fn retries_with_backoff_until_healthy() {
     Test::new()
         .script(&format!(
             "let h = health_check(\"{}\", #{{ retries: 3, backoff: 0.05 }});\nif !h.ok || h.attempts != 3 {{ throw h; }}\n",
-            server.url("/")
+            server.url() + "/"
         ))
         .run()
         .success();
@@ -44,8 +44,8 @@ fn retries_with_backoff_until_healthy() {
 
 #[test]
 fn failures_are_results_not_errors() {
-    let server = serve(|_| Reply::status(500));
-    let slow = serve(|_| Reply::ok("ok").after(Duration::from_millis(400)));
+    let server = HttpServer::start(|_| Reply::status(500));
+    let slow = HttpServer::start(|_| Reply::ok("ok").after(Duration::from_millis(400)));
     let closed = common::free_port();
     let run = Test::new()
         .script(&format!(
@@ -59,9 +59,9 @@ log(`b=${{b.ok}} ${{b.error}}`);
 log(`c=${{c.ok}} ${{c.error}}`);
 log(`d=${{d.ok}} ${{d.error}}`);
 "#,
-            server.url("/"),
-            slow.url("/"),
-            slow.url("/")
+            server.url() + "/",
+            slow.url() + "/",
+            slow.url() + "/"
         ))
         .run();
     run.success()
@@ -75,14 +75,14 @@ log(`d=${{d.ok}} ${{d.error}}`);
 
 #[test]
 fn check_all_keeps_order_and_reports_each() {
-    let good = serve(|_| Reply::ok("ok"));
-    let bad = serve(|_| Reply::status(502));
+    let good = HttpServer::start(|_| Reply::ok("ok"));
+    let bad = HttpServer::start(|_| Reply::status(502));
     let urls: Vec<String> = (0..10)
         .map(|i| {
             if i % 3 == 0 {
-                bad.url(&format!("/{i}"))
+                format!("{}/{i}", bad.url())
             } else {
-                good.url(&format!("/{i}"))
+                format!("{}/{i}", good.url())
             }
         })
         .collect();
@@ -107,7 +107,9 @@ fn invalid_options_and_urls_are_usage_errors() {
         .script("health_check(\"http://127.0.0.1:9/\", #{ timout: 3 });\n")
         .run()
         .code(2)
-        .stderr_has("`health_check` failed: invalid options: unknown field `timout`, expected one of `timeout`");
+        .stderr_has("`health_check` failed: invalid options: unknown field `timout`, expected one of `timeout`")
+        .stderr_has("proc.rhai:1:1\n")
+        .stderr_has(" 1 | health_check(");
     Test::new()
         .script("health_check(\"ftp://host/\");\n")
         .run()
@@ -127,7 +129,7 @@ fn invalid_options_and_urls_are_usage_errors() {
 
 #[test]
 fn credentials_in_health_urls_never_leak() {
-    let server = serve(|_| Reply::ok("ok"));
+    let server = HttpServer::start(|_| Reply::ok("ok"));
     let url = format!(
         "http://monitor:Sup3rS3cretPw@127.0.0.1:{}/health",
         server.port

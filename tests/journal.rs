@@ -32,7 +32,7 @@ fn intact_journal_verifies() {
     let run = finished_run();
     verify(&run.dir.join("journal.jsonl"))
         .success()
-        .stdout_has("is intact: 7 records");
+        .stdout_has("is intact: 6 records");
 }
 
 #[test]

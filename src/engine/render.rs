@@ -52,10 +52,15 @@ pub fn render(err: &EvalAltResult, main_source: &str, sources: &Sources, docs: &
             _ => break,
         }
     }
-    let location = Location {
-        source,
-        position: current.position(),
-    };
+    let mut position = current.position();
+    if position.is_none()
+        && let Some(function) = host_function(current)
+    {
+        // Rhai leaves no position on errors from native functions called as statements; when
+        // the call appears once in its source, that is where it happened.
+        position = sources.unique_call(&source, &function).unwrap_or(position);
+    }
+    let location = Location { source, position };
     let (kind, headline, help) = describe(current, docs);
     let mut message = headline;
     message.push_str(&snippet(&location, sources));
@@ -184,6 +189,17 @@ fn plain(err: &EvalAltResult) -> String {
         text = first.to_lowercase() + &text[1..];
     }
     text
+}
+
+/// The host function a thrown error map names, if the error came from one.
+fn host_function(err: &EvalAltResult) -> Option<String> {
+    let EvalAltResult::ErrorRuntime(value, _) = err else {
+        return None;
+    };
+    let map = value.read_lock::<rhai::Map>()?;
+    map.contains_key("message")
+        .then(|| map.get("function").map(|f| f.to_string()))
+        .flatten()
 }
 
 fn host_modules(docs: &[FnDoc]) -> Vec<&'static str> {

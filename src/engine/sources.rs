@@ -24,4 +24,33 @@ impl Sources {
             .nth(line.checked_sub(1)?)
             .map(String::from)
     }
+
+    /// The position of the only call to `function` in the named source, ignoring comment lines.
+    pub fn unique_call(&self, name: &str, function: &str) -> Option<rhai::Position> {
+        let sources = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let text = sources.get(name)?;
+        let needle = format!("{function}(");
+        let mut found = None;
+        for (index, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            let mut from = 0;
+            while let Some(at) = line[from..].find(&needle) {
+                let column = from + at;
+                let preceded_by_name = line[..column]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+                if !preceded_by_name {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(rhai::Position::new(index as u16 + 1, column as u16 + 1));
+                }
+                from = column + needle.len();
+            }
+        }
+        found
+    }
 }

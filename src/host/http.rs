@@ -146,7 +146,7 @@ fn check_one(session: &Session, url: &str, opts: Map) -> Result<Dynamic, Box<Eva
     let f = HEALTH_CHECK.name;
     let (options, plan) = plan(f, opts).map_err(|e| e.into_rhai(f))?;
     let target = parse_http_url(url).map_err(|e| e.into_rhai(f))?;
-    let client = session.http.clone();
+    let client = session.http();
     let display = url.to_string();
     session.read(f, json!({"url": url, "opts": options}), async move {
         Ok(probe(&client, target, display, &plan).await)
@@ -163,7 +163,7 @@ fn check_all(session: &Session, urls: Array, opts: Map) -> Result<Dynamic, Box<E
         })?;
         targets.push((parse_http_url(&text).map_err(|e| e.into_rhai(f))?, text));
     }
-    let client = session.http.clone();
+    let client = session.http();
     let shown: Vec<&String> = targets.iter().map(|(_, t)| t).collect();
     let args = json!({"urls": shown, "opts": options});
     session.read(f, args, async move {

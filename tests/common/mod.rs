@@ -31,6 +31,8 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub dir: PathBuf,
+    /// Removes the run's directory when the test is done with it.
+    _dir: tempfile::TempDir,
 }
 
 impl Default for Test {
@@ -153,12 +155,12 @@ impl Test {
             stdout,
             stderr,
         } = child.wait_with_output().unwrap();
-        let dir = self.dir.keep();
         Run {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            dir,
+            dir: self.dir.path().to_path_buf(),
+            _dir: self.dir,
         }
     }
 }
@@ -205,8 +207,21 @@ impl Run {
         self
     }
 
+    /// A file the run wrote: beside the test's files, or, when the run used the default
+    /// paths, in its run directory under `$ROLLBACK_HOME/runs/`.
     pub fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+        let direct = self.dir.join(name);
+        let path = if direct.exists() {
+            direct
+        } else {
+            std::fs::read_dir(self.dir.join("home/runs"))
+                .ok()
+                .and_then(|mut runs| runs.next())
+                .and_then(|run| run.ok())
+                .map(|run| run.path().join(name))
+                .unwrap_or(direct)
+        };
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     pub fn journal(&self) -> Vec<serde_json::Value> {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the tests and the sandbox need on a fresh Debian machine; idempotent, so it is
+# cheap to run before every test run. Nothing here is downloaded outside the package managers.
+set -euo pipefail
+
+packages=(
+  prometheus              # real Prometheus for prom:: tests and the sandbox
+  prometheus-pushgateway  # real Pushgateway for prom::push
+  postgresql-15           # real PostgreSQL server for pg:: tests and the sandbox
+  postgresql-client-15    # pg_dump, pg_restore, psql
+  git
+  jq                      # testbed/provision.sh reads go module metadata
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d stops the packages from starting their own daemons on the default ports:
+  # the tests start their own, on free loopback ports.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# A daemon a package did start would hold the default ports; the tests never use them, but
+# stop it anyway so nothing outside the test run listens.
+pkill -x prometheus 2>/dev/null || true
+pkill -x prometheus-pushgateway 2>/dev/null || true
+
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup" >&2; exit 1; }
