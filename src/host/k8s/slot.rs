@@ -179,8 +179,8 @@ async fn check_target(
     let ready_pods = ready.len() as i64;
     let endpoints = match slot_endpoints {
         Some(count) => count,
-        // Without a per-slot Service, the ready pods' addresses are the endpoints the
-        // Service will have once it selects them.
+        // Without a per-slot Service (or before its EndpointSlices exist), the ready pods'
+        // addresses are the endpoints the Service will have once it selects them.
         None => ready
             .iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
@@ -202,19 +202,9 @@ async fn check_target(
     )))
 }
 
-/// Ready endpoints of the per-slot Service `S-<slot>`, if there is one.
+/// Ready endpoints of the per-slot Service `S-<slot>`, if it has EndpointSlices (one list
+/// request, no lookup of the Service first: this sits on the switch's critical path).
 async fn slot_endpoints(kube: &Kube, slot_service: &str) -> Result<Option<i64>, HostError> {
-    let services = kube.api::<Service>();
-    let exists = kube
-        .call_opt(
-            Op::new("get", "services", slot_service),
-            services.get_metadata(slot_service),
-        )
-        .await?
-        .is_some();
-    if !exists {
-        return Ok(None);
-    }
     let api = kube.api::<EndpointSlice>();
     let slices = kube
         .call(
@@ -225,6 +215,9 @@ async fn slot_endpoints(kube: &Kube, slot_service: &str) -> Result<Option<i64>, 
             ),
         )
         .await?;
+    if slices.items.is_empty() {
+        return Ok(None);
+    }
     let ready = slices
         .items
         .iter()
