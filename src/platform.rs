@@ -63,6 +63,51 @@ pub struct Environment {
     pub health_url: Option<String>,
     #[serde(default)]
     pub notify: Notify,
+    /// Backups, migrations and the self-managed cluster behind `database_url_env`.
+    #[serde(default)]
+    pub postgres: Option<Postgres>,
+}
+
+/// `[environments.X.postgres]`: what the `pg::` functions need besides the URL. Paths are on the
+/// machine that runs `rollback`; the cluster fields are only for a self-managed server on that
+/// machine (point-in-time recovery works on its data directory and WAL archive).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Postgres {
+    /// Where `pg::safety_backup` writes dumps (with a .sha256 beside each).
+    #[serde(default)]
+    pub backup_dir: Option<String>,
+    /// `<version>_<name>.up.sql` / `.down.sql` files for `pg::migrate_down`.
+    #[serde(default)]
+    pub migrations_dir: Option<String>,
+    /// The database to connect to while the application's database is renamed (default `postgres`).
+    #[serde(default)]
+    pub maintenance_db: Option<String>,
+    /// Seconds; set on every connection (default 60).
+    #[serde(default)]
+    pub statement_timeout: Option<f64>,
+    /// Seconds; set on every connection (default 10).
+    #[serde(default)]
+    pub lock_timeout: Option<f64>,
+    /// Directory of pg_ctl, pg_dump, pg_restore, pg_waldump (default: the newest installed).
+    #[serde(default)]
+    pub bin_dir: Option<String>,
+    /// Self-managed cluster: its data directory.
+    #[serde(default)]
+    pub data_dir: Option<String>,
+    /// Self-managed cluster: where `archive_command` copies WAL files.
+    #[serde(default)]
+    pub archive_dir: Option<String>,
+    /// Self-managed cluster: directory of plain-format `pg_basebackup` backups, one per subdirectory.
+    #[serde(default)]
+    pub base_backup_dir: Option<String>,
+    /// Self-managed cluster: the port it serves on (default: the URL's).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Self-managed cluster: the OS user that owns the data directory and runs the server;
+    /// `rollback` running as root runs pg_ctl as this user (PostgreSQL refuses to run as root).
+    #[serde(default)]
+    pub run_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -299,6 +344,30 @@ mod tests {
         let p = Platform::load("platform.toml", BASE, Some(dir.path())).unwrap();
         assert!(p.environment("sandbox").is_ok());
         assert!(p.environment("production").is_ok());
+    }
+
+    #[test]
+    fn postgres_settings_parse_and_reject_unknown_keys() {
+        let p = Platform::load(
+            "p.toml",
+            "[environments.x]\nnamespace='a'\n[environments.x.postgres]\nbackup_dir='/b'\nport=5433\nrun_as='postgres'\n",
+            None,
+        )
+        .unwrap();
+        let pg = p.environments["x"].postgres.as_ref().unwrap();
+        assert_eq!(pg.backup_dir.as_deref(), Some("/b"));
+        assert_eq!(pg.port, Some(5433));
+        let err = Platform::load(
+            "p.toml",
+            "[environments.x]\nnamespace='a'\n[environments.x.postgres]\ndata_directory='/d'\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("unknown field `data_directory`"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod http;
 pub mod k8s;
 pub mod notify;
 pub mod options;
+pub mod pg;
 pub mod prom;
 
 use crate::session::{Session, Stop};
@@ -163,6 +164,7 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     notify::register(registrar, session);
     k8s::register(registrar, session);
     helm::register(registrar, session);
+    pg::register(registrar, session);
 }
 
 /// Converts a script value into JSON for the journal (maps, arrays, scalars).

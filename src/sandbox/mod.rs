@@ -13,6 +13,7 @@ pub mod down;
 pub mod environment;
 pub mod incidents;
 pub mod inject;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod receivers;

@@ -335,3 +335,4 @@ pub fn wait_until<T>(
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+pub mod pg;

@@ -1,0 +1,2 @@
+DROP TABLE metadata;
+ALTER TABLE audio_files DROP COLUMN title;
