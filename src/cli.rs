@@ -41,6 +41,9 @@ pub struct GlobalArgs {
     /// Answer yes to every confirm(); needed to run destructive steps without a terminal.
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+    /// If another run holds the environment's lock, wait for it instead of failing.
+    #[arg(long, global = true)]
+    pub wait_lock: bool,
     /// Time budget for the run (90s, 5m, 1h); the procedure's own default otherwise.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
@@ -336,6 +339,7 @@ fn run(global: GlobalArgs, procedure: &str, raw_params: Vec<String>) -> Result<E
         platform,
         runtime()?,
     )?;
+    session.set_wait_lock(global.wait_lock);
     watch_signals(&session, true);
     let script_engine = ScriptEngine::new(&session, &catalog);
     console::info(&format!(
@@ -444,6 +448,7 @@ fn merge_globals(early: GlobalArgs, late: GlobalArgs) -> GlobalArgs {
         env: late.env.or(early.env),
         dry_run: early.dry_run || late.dry_run,
         yes: early.yes || late.yes,
+        wait_lock: early.wait_lock || late.wait_lock,
         timeout: late.timeout.or(early.timeout),
         journal: late.journal.or(early.journal),
         report: late.report.or(early.report),

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod journal;
+pub mod lock;
 pub mod platform;
 pub mod redact;
 pub mod repl;

@@ -68,6 +68,7 @@ pub struct Session {
     steps: Mutex<Vec<String>>,
     journal: Mutex<Journal>,
     runtime: Arc<tokio::runtime::Runtime>,
+    run_lock: crate::lock::RunLock,
 }
 
 /// A run id that sorts by time and is short enough to say on a call: `20261125-172530-3fa9`.
@@ -112,6 +113,7 @@ impl Session {
             steps: Mutex::new(Vec::new()),
             journal: Mutex::new(journal),
             runtime,
+            run_lock: crate::lock::RunLock::default(),
         };
         session.record_start()?;
         Ok(Arc::new(session))
@@ -140,6 +142,7 @@ impl Session {
 
     /// Writes the closing record; `status` is how the run ended.
     pub fn finish(&self, status: &str, error: Option<String>) -> Result<()> {
+        self.run_lock.release_all(self);
         let elapsed = self.started.elapsed();
         self.append(Entry {
             step: None,
@@ -207,6 +210,11 @@ impl Session {
 
     pub fn set_dry_run(&self, on: bool) {
         self.dry_run.store(on, Ordering::Relaxed);
+    }
+
+    /// `--wait-lock`: queue behind the run holding the environment's lock instead of failing.
+    pub fn set_wait_lock(&self, on: bool) {
+        self.run_lock.set_wait(on);
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -334,7 +342,12 @@ impl Session {
             }
             return self.journal_result(function, args, started, Ok(result), true);
         }
-        let outcome = self.block_on(fut).and_then(to_json).map(|mut v| {
+        // The first real change of a run takes the environment's run lock (see `lock`).
+        let locked = async {
+            self.run_lock.ensure(self).await?;
+            fut.await
+        };
+        let outcome = self.block_on(locked).and_then(to_json).map(|mut v| {
             mark_planned(&mut v, false);
             v
         });

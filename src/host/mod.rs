@@ -6,7 +6,9 @@
 
 pub mod core;
 pub mod docs;
+pub mod helm;
 pub mod http;
+pub mod k8s;
 pub mod notify;
 pub mod options;
 pub mod pg;
@@ -160,6 +162,8 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     http::register(registrar, session);
     prom::register(registrar, session);
     notify::register(registrar, session);
+    k8s::register(registrar, session);
+    helm::register(registrar, session);
     pg::register(registrar, session);
 }
 
