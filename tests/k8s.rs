@@ -31,6 +31,18 @@ fn web(c: &Cluster, ns: &str, image: &str) {
     c.rollout_status(ns, "web");
 }
 
+/// Starts a rollout of `web` to `image` (callers wait for it where they need to).
+fn set_web_image(c: &Cluster, ns: &str, image: &str) {
+    c.kubectl(&[
+        "-n",
+        ns,
+        "set",
+        "image",
+        "deployment/web",
+        &format!("app={image}"),
+    ]);
+}
+
 /// Blue and green Deployments of `shop` and the Service `shop` on `active`.
 fn blue_green(c: &Cluster, ns: &str, active: &str, green_pod_spec: &str) {
     c.apply(
@@ -105,14 +117,7 @@ fn rollout_undo_matches_kubectl_on_a_twin() {
     for ns in [&ours, &twin] {
         web(c, ns, "registry.local/web:1");
         for image in ["registry.local/web:2", "registry.local/web:3"] {
-            c.kubectl(&[
-                "-n",
-                ns,
-                "set",
-                "image",
-                "deployment/web",
-                &format!("app={image}"),
-            ]);
+            set_web_image(c, ns, image);
             c.rollout_status(ns, "web");
         }
     }
@@ -197,14 +202,7 @@ fn dry_run_journals_the_exact_patch_and_changes_nothing() {
     let c = cluster();
     let ns = c.namespace("dry");
     web(c, &ns, "registry.local/web:1");
-    c.kubectl(&[
-        "-n",
-        &ns,
-        "set",
-        "image",
-        "deployment/web",
-        "app=registry.local/web:2",
-    ]);
+    set_web_image(c, &ns, "registry.local/web:2");
     c.rollout_status(&ns, "web");
     blue_green(c, &ns, "blue", "");
     c.rollout_status(&ns, "shop-green");
@@ -964,14 +962,7 @@ fn rollout_undo_compare_and_swap_fails_cleanly_on_a_concurrent_change() {
     let c = cluster();
     let ns = c.namespace("undo-cas");
     web(c, &ns, "registry.local/web:1");
-    c.kubectl(&[
-        "-n",
-        &ns,
-        "set",
-        "image",
-        "deployment/web",
-        "app=registry.local/web:2",
-    ]);
+    set_web_image(c, &ns, "registry.local/web:2");
     c.rollout_status(&ns, "web");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let kube = rt.block_on(async {
@@ -982,14 +973,7 @@ fn rollout_undo_compare_and_swap_fails_cleanly_on_a_concurrent_change() {
     });
     let plan = rt.block_on(rollout::plan_undo(&kube, "web", 0)).unwrap();
     // Another rollout starts between our read and our patch.
-    c.kubectl(&[
-        "-n",
-        &ns,
-        "set",
-        "image",
-        "deployment/web",
-        "app=registry.local/web:3",
-    ]);
+    set_web_image(c, &ns, "registry.local/web:3");
     let err = rt
         .block_on(rollout::undo(&kube, plan))
         .unwrap_err()
