@@ -208,11 +208,20 @@ impl Run {
     }
 
     /// A file the run wrote: beside the test's files, or, when the run used the default
-    /// paths, in its run directory under `$ROLLBACK_HOME/runs/`.
+    /// paths, in its run directory (the one its `report:` line names, else the first under
+    /// `$ROLLBACK_HOME/runs/`).
     pub fn file(&self, name: &str) -> String {
         let direct = self.dir.join(name);
+        let announced = self
+            .stderr
+            .lines()
+            .find_map(|l| l.split_once(" report:"))
+            .map(|(_, path)| PathBuf::from(path.trim()))
+            .and_then(|report| report.parent().map(|dir| dir.join(name)));
         let path = if direct.exists() {
             direct
+        } else if let Some(path) = announced.filter(|p| p.exists()) {
+            path
         } else {
             std::fs::read_dir(self.dir.join("home/runs"))
                 .ok()
@@ -335,4 +344,6 @@ pub fn wait_until<T>(
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+pub mod golden;
 pub mod pg;
+pub mod sandbox;
