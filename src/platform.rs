@@ -66,6 +66,35 @@ pub struct Environment {
     /// Backups, migrations and the self-managed cluster behind `database_url_env`.
     #[serde(default)]
     pub postgres: Option<Postgres>,
+    /// The container registry the environment's images come from (`registry::` functions).
+    #[serde(default)]
+    pub registry: Option<Registry>,
+    /// The variable that holds the Redis URL (`redis://[:password@]host:port[/db]`); never the
+    /// URL itself, since it may carry a password.
+    #[serde(default)]
+    pub redis_url_env: Option<String>,
+}
+
+/// `[environments.X.registry]`: where the environment's images live and how to log in.
+/// Image references name the registry by `host`; `url` is where its API answers, so a
+/// registry reached through another address (a mirror, a local port) keeps its image names.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// The registry as written in image references: `registry.example.com` or `host:5000`.
+    pub host: String,
+    /// Where the distribution API answers (default `https://<host>`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The path under `host` the services' images are in: `<host>/<repository>/<service>:<version>`.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// The variable holding the user name, for basic auth or the token endpoint.
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// The variable holding the password or access token.
+    #[serde(default)]
+    pub password_env: Option<String>,
 }
 
 /// `[environments.X.postgres]`: what the `pg::` functions need besides the URL. Paths are on the
@@ -204,9 +233,11 @@ impl Platform {
                     env.namespace
                 )));
             }
+            let registry_url = env.registry.as_ref().and_then(|r| r.url.as_ref());
             for url in [&env.prometheus_url, &env.pushgateway_url]
                 .into_iter()
                 .flatten()
+                .chain(registry_url)
             {
                 url::Url::parse(url).map_err(|e| {
                     Error::usage(format!(
@@ -274,7 +305,13 @@ impl Platform {
                 &env.notify.slack_webhook_env,
                 &env.notify.pagerduty_routing_key_env,
             ];
-            for name in names.into_iter().flatten() {
+            let registry_password = env.registry.as_ref().and_then(|r| r.password_env.as_ref());
+            let names = names
+                .into_iter()
+                .chain([&env.redis_url_env])
+                .flatten()
+                .chain(registry_password);
+            for name in names {
                 if let Ok(value) = std::env::var(name) {
                     crate::redact::register(&value);
                     crate::redact::register_url_password(&value);

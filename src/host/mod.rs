@@ -13,6 +13,8 @@ pub mod notify;
 pub mod options;
 pub mod pg;
 pub mod prom;
+pub mod redis;
+pub mod registry;
 
 use crate::session::{Session, Stop};
 use rhai::{
@@ -165,6 +167,8 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     k8s::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
+    registry::register(registrar, session);
+    redis::register(registrar, session);
 }
 
 /// Converts a script value into JSON for the journal (maps, arrays, scalars).
