@@ -110,6 +110,9 @@ fn endpoint(session: &Session, host: &str) -> Result<Endpoint, HostError> {
         return Ok(Endpoint {
             base,
             credentials: None,
+            origin: format!(
+                "the image's registry host (set [environments.{env_name}.registry] url to reach {host} elsewhere)"
+            ),
             hint: format!(
                 "images on {host} are checked without credentials: to log in, set [environments.{env_name}.registry] host = \"{host}\" with username_env and password_env"
             ),
@@ -126,6 +129,7 @@ fn endpoint(session: &Session, host: &str) -> Result<Endpoint, HostError> {
         base,
         credentials,
         hint,
+        origin: format!("the url in [environments.{env_name}.registry]"),
     })
 }
 

@@ -22,6 +22,8 @@ pub struct Endpoint {
     pub credentials: Option<Credentials>,
     /// How to fix refused or missing credentials, for messages.
     pub hint: String,
+    /// Where the address comes from, for messages: the platform table or the image's host.
+    pub origin: String,
 }
 
 pub struct Credentials {
@@ -133,10 +135,11 @@ impl Asker<'_> {
 
     fn unreachable(&self, e: reqwest::Error) -> HostError {
         HostError::Failed(format!(
-            "cannot reach the registry {} at {}: {}; check that it is up and the registry url of the environment",
+            "cannot reach the registry {} at {}: {}; check that it is up and {}",
             self.registry,
             self.endpoint.base,
-            describe_request_error(&e.without_url(), self.timeout)
+            describe_request_error(&e.without_url(), self.timeout),
+            self.endpoint.origin
         ))
     }
 
