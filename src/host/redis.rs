@@ -4,7 +4,7 @@
 //! password, so the platform never holds it). Counting uses SCAN with COUNT, never KEYS, so a
 //! large keyspace never blocks the server, and it stops at its timeout or the run's deadline.
 
-mod resp;
+pub mod resp;
 
 use super::{Effect, FnDoc, HostError, Registrar, options};
 use crate::session::Session;
