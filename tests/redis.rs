@@ -170,13 +170,21 @@ fn ping_answers_and_count_scans_every_matching_key_without_keys() {
     assert_eq!(results(&r, "redis::ping")[0]["ok"], true);
 
     // The database in the URL is selected.
-    let r = run(&format!("{}/1", redis.url(None)), r#"redis::count("session:*");"#, &[]);
+    let r = run(
+        &format!("{}/1", redis.url(None)),
+        r#"redis::count("session:*");"#,
+        &[],
+    );
     r.success();
     assert_eq!(results(&r, "redis::count")[0]["count"], 5);
 
     let stats = redis.pipeline(&[vec!["INFO".into(), "commandstats".into()]]);
     assert!(stats[0].contains("cmdstat_scan:"), "{}", stats[0]);
-    assert!(!stats[0].contains("cmdstat_keys:"), "KEYS was used: {}", stats[0]);
+    assert!(
+        !stats[0].contains("cmdstat_keys:"),
+        "KEYS was used: {}",
+        stats[0]
+    );
 }
 
 #[test]
@@ -226,7 +234,8 @@ fn passwords_are_used_refused_clearly_and_never_printed() {
     assert!(!r.all_output().contains(wrong));
 
     let r = run(&redis.url(None), r#"redis::count("session:*");"#, &[]);
-    r.code(1).stderr_has("requires a password; put it in the URL in TEST_REDIS_URL");
+    r.code(1)
+        .stderr_has("requires a password; put it in the URL in TEST_REDIS_URL");
 }
 
 #[test]
@@ -238,9 +247,11 @@ fn missing_or_invalid_settings_say_what_to_fix() {
     r.code(1)
         .stderr_has("the variable TEST_REDIS_URL (redis_url_env of environment 'test') is not set");
     let r = Test::new().script("redis::ping();").run();
-    r.code(2).stderr_has("environment 'test' has no Redis: set redis_url_env");
+    r.code(2)
+        .stderr_has("environment 'test' has no Redis: set redis_url_env");
     let r = run("http://:pw1234@127.0.0.1:1", "redis::ping();", &[]);
-    r.code(2).stderr_has("the Redis URL in TEST_REDIS_URL is invalid");
+    r.code(2)
+        .stderr_has("the Redis URL in TEST_REDIS_URL is invalid");
     assert!(!r.all_output().contains("pw1234"));
     let r = run("redis://127.0.0.1:1", r#"redis::count("");"#, &[]);
     r.code(2).stderr_has("the pattern is empty");

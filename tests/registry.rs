@@ -96,7 +96,9 @@ fn platform(url: &str, credentials: bool) -> String {
         "[environments.test]\nnamespace = \"tracktion-test\"\n[environments.test.registry]\nhost = \"{HOST}\"\nurl = \"{url}\"\nrepository = \"tracktion\"\n"
     );
     if credentials {
-        text.push_str("username_env = \"TEST_REGISTRY_USER\"\npassword_env = \"TEST_REGISTRY_PASSWORD\"\n");
+        text.push_str(
+            "username_env = \"TEST_REGISTRY_USER\"\npassword_env = \"TEST_REGISTRY_PASSWORD\"\n",
+        );
     }
     text.push_str("[services.analysis-service]\n[services.file-watcher]\n");
     text
@@ -159,7 +161,10 @@ fn pushed_images_exist_with_their_digest_and_deleted_ones_do_not() {
         .find(|r| r["function"] == "registry::image_exists")
         .unwrap();
     // Journaled as a read (no `mutating`) that ran although the run is a dry-run.
-    assert_eq!((&record["dry_run"], &record["mutating"]), (&Value::Bool(true), &Value::Null));
+    assert_eq!(
+        (&record["dry_run"], &record["mutating"]),
+        (&Value::Bool(true), &Value::Null)
+    );
     assert_eq!(r[0]["registry"], HOST);
     assert_eq!(
         r[0]["reference"],
@@ -169,9 +174,15 @@ fn pushed_images_exist_with_their_digest_and_deleted_ones_do_not() {
         r[0]["media_type"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    assert_eq!((&r[1]["exists"], &r[1]["digest"]), (&Value::Bool(false), &Value::Null));
+    assert_eq!(
+        (&r[1]["exists"], &r[1]["digest"]),
+        (&Value::Bool(false), &Value::Null)
+    );
     assert_eq!(r[2]["exists"], false);
-    assert_eq!((&r[3]["exists"], &r[3]["digest"]), (&Value::Bool(true), &Value::String(kept.clone())));
+    assert_eq!(
+        (&r[3]["exists"], &r[3]["digest"]),
+        (&Value::Bool(true), &Value::String(kept.clone()))
+    );
     assert_eq!(kept, sha256_of_manifest(&registry, &kept));
 }
 
@@ -296,11 +307,18 @@ fn answer_token_flow(stream: std::net::TcpStream, port: u16, digest: &str) {
     let header = |name: &str| {
         headers
             .iter()
-            .find_map(|h| h.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .find_map(|h| {
+                h.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_default()
     };
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     use base64::Engine as _;
     let basic = format!(
         "Basic {}",
@@ -310,17 +328,26 @@ fn answer_token_flow(stream: std::net::TcpStream, port: u16, digest: &str) {
         let scoped = path.contains("scope=repository%3Atracktion%2Fanalysis-service%3Apull")
             && path.contains("service=test-registry");
         if header("authorization") == basic && scoped {
-            (200, String::new(), format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#))
+            (
+                200,
+                String::new(),
+                format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#),
+            )
         } else {
             (401, String::new(), String::new())
         }
     } else if header("authorization") == format!("Bearer {TOKEN}") {
         let accept = header("accept");
-        assert!(accept.contains("application/vnd.oci.image.index.v1+json"), "{accept}");
+        assert!(
+            accept.contains("application/vnd.oci.image.index.v1+json"),
+            "{accept}"
+        );
         if path == "/v2/tracktion/analysis-service/manifests/v1.2.3" {
             (
                 200,
-                format!("Docker-Content-Digest: {digest}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\n"),
+                format!(
+                    "Docker-Content-Digest: {digest}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\n"
+                ),
                 String::new(),
             )
         } else {
@@ -360,7 +387,10 @@ fn bearer_tokens_are_fetched_from_the_challenge_realm() {
         .run();
     run.success();
     let r = &results(&run, "registry::image_exists")[0];
-    assert_eq!((&r["exists"], &r["digest"]), (&Value::Bool(true), &Value::String(digest.into())));
+    assert_eq!(
+        (&r["exists"], &r["digest"]),
+        (&Value::Bool(true), &Value::String(digest.into()))
+    );
     assert!(!run.all_output().contains(TOKEN));
 
     let run = Test::new()

@@ -343,7 +343,12 @@ log(`schema ${v.version} audio_files ${counts.tables.audio_files}`);
         .stdout_has("missing=[]")
         .stdout_has("gone=false")
         .stdout_has("pong=true sessions=250");
-    assert!(images.iter().all(|i| i.starts_with("\"registry.tracktion.local/tracktion/")), "{images:?}");
+    assert!(
+        images
+            .iter()
+            .all(|i| i.starts_with("\"registry.tracktion.local/tracktion/")),
+        "{images:?}"
+    );
     assert_eq!(images.len(), 8);
 
     // `down` stops every process and removes the environment.
@@ -443,4 +448,43 @@ fn commands_need_a_running_sandbox_and_valid_incidents() {
         .rollback(&["sandbox", "inject", "--clear", "--down"])
         .code(2)
         .stderr_has("cannot be used with");
+}
+
+#[test]
+fn up_names_the_package_of_a_missing_registry_or_redis() {
+    // A PATH with everything `up` checks first, but no docker-registry (then no redis-server).
+    let bin = tempfile::tempdir().unwrap();
+    let which = |tool: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    for tool in ["bash", "kubectl", "prometheus", "prometheus-pushgateway"] {
+        let path = which(tool);
+        if !path.is_empty() {
+            std::os::unix::fs::symlink(&path, bin.path().join(tool)).unwrap();
+        }
+    }
+    let path = bin.path().display().to_string();
+    let sandbox = Sandbox::new(SHIPPED_PLATFORM);
+    sandbox
+        .test()
+        .env("PATH", &path)
+        .args(["sandbox", "up"])
+        .run()
+        .code(1)
+        .stderr_has("docker-registry is not installed")
+        .stderr_has("apt-get install -y docker-registry");
+    std::os::unix::fs::symlink(which("docker-registry"), bin.path().join("docker-registry"))
+        .unwrap();
+    sandbox
+        .test()
+        .env("PATH", &path)
+        .args(["sandbox", "up"])
+        .run()
+        .code(1)
+        .stderr_has("apt-get install -y redis-server");
+    assert!(!sandbox.state_dir().join("sandbox.json").exists());
 }

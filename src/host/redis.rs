@@ -120,9 +120,7 @@ impl Redis {
         crate::redact::register(&url);
         crate::redact::register_url_password(&url);
         let target = resp::parse_url(&url).map_err(|why| {
-            HostError::Invalid(format!(
-                "the Redis URL in {var} is invalid: {why}"
-            ))
+            HostError::Invalid(format!("the Redis URL in {var} is invalid: {why}"))
         })?;
         if let Some(password) = &target.password {
             crate::redact::register(password);

@@ -168,7 +168,12 @@ fn credentials(
 /// `<host>/<repository>/<service>:<version>`, checked like any reference.
 fn image_ref(session: &Session, service: &str, version: &str) -> Result<String, HostError> {
     if !session.platform.services.contains_key(service) {
-        let known: Vec<&str> = session.platform.services.keys().map(String::as_str).collect();
+        let known: Vec<&str> = session
+            .platform
+            .services
+            .keys()
+            .map(String::as_str)
+            .collect();
         return Err(HostError::Invalid(format!(
             "unknown service '{service}'; the platform defines {}",
             known.join(", ")

@@ -26,11 +26,16 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// make an image disappear), loopback only, and htpasswd users when `htpasswd` is given.
 pub fn config_yaml(root: &Path, port: u16, htpasswd: Option<&Path>) -> String {
     let auth = htpasswd
-        .map(|p| format!("auth:\n  htpasswd:\n    realm: rollback\n    path: {}\n", yaml_string(p)))
+        .map(|p| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: rollback\n    path: {}\n",
+                yaml_string(p)
+            )
+        })
         .unwrap_or_default();
     format!(
         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rollback-local-only\n{auth}",
-        yaml_string(&root.to_path_buf()),
+        yaml_string(root),
     )
 }
 
@@ -220,14 +225,20 @@ async fn upload_blob(
     Ok(digest)
 }
 
-fn authorized(request: reqwest::RequestBuilder, login: Option<&Login<'_>>) -> reqwest::RequestBuilder {
+fn authorized(
+    request: reqwest::RequestBuilder,
+    login: Option<&Login<'_>>,
+) -> reqwest::RequestBuilder {
     match login {
         Some(l) => request.basic_auth(l.username, Some(l.password)),
         None => request,
     }
 }
 
-async fn send(request: reqwest::RequestBuilder, url: &str) -> std::result::Result<StatusCode, String> {
+async fn send(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> std::result::Result<StatusCode, String> {
     request
         .send()
         .await
@@ -245,21 +256,23 @@ pub fn image_ref(service: &str, version: &str) -> String {
 }
 
 /// Pushes every service at every version the sandbox deploys.
-pub fn seed(
-    runtime: &tokio::runtime::Runtime,
-    base: &str,
-    services: &[String],
-) -> Result<usize> {
+pub fn seed(runtime: &tokio::runtime::Runtime, base: &str, services: &[String]) -> Result<usize> {
     let client = reqwest::Client::new();
     runtime.block_on(async {
         let mut pushed = 0;
         for service in services {
             for version in VERSIONS {
-                push_image(&client, base, &format!("{REPOSITORY}/{service}"), version, None)
-                    .await
-                    .map_err(|e| {
-                        Error::failed(format!("cannot push {}: {e}", image_ref(service, version)))
-                    })?;
+                push_image(
+                    &client,
+                    base,
+                    &format!("{REPOSITORY}/{service}"),
+                    version,
+                    None,
+                )
+                .await
+                .map_err(|e| {
+                    Error::failed(format!("cannot push {}: {e}", image_ref(service, version)))
+                })?;
                 pushed += 1;
             }
         }

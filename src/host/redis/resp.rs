@@ -46,7 +46,8 @@ pub fn parse_url(text: &str) -> Result<Target, String> {
         .trim_matches(['[', ']'])
         .to_string();
     let decode = |s: &str| {
-        percent_decode(s).ok_or_else(|| "its user or password is not valid percent-encoding".to_string())
+        percent_decode(s)
+            .ok_or_else(|| "its user or password is not valid percent-encoding".to_string())
     };
     let username = Some(url.username())
         .filter(|u| !u.is_empty())
@@ -70,11 +71,12 @@ pub fn parse_url(text: &str) -> Result<Target, String> {
 }
 
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()?
-        .1
-        .into_owned()
-        .into_bytes();
+    let bytes: Vec<u8> =
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()?
+            .1
+            .into_owned()
+            .into_bytes();
     String::from_utf8(bytes).ok()
 }
 
@@ -116,10 +118,13 @@ pub struct Connection {
 impl Connection {
     /// Connects, then AUTH and SELECT as the target says.
     pub async fn open(target: &Target, timeout: Duration) -> Result<Connection, Failure> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect((target.host.as_str(), target.port)))
-            .await
-            .map_err(|_| Failure::Timeout)?
-            .map_err(Failure::Io)?;
+        let stream = tokio::time::timeout(
+            timeout,
+            TcpStream::connect((target.host.as_str(), target.port)),
+        )
+        .await
+        .map_err(|_| Failure::Timeout)?
+        .map_err(Failure::Io)?;
         stream.set_nodelay(true).map_err(Failure::Io)?;
         let mut conn = Connection {
             stream: BufReader::new(stream),
@@ -127,12 +132,16 @@ impl Connection {
         };
         if let Some(password) = &target.password {
             match &target.username {
-                Some(user) => conn.ok(&[b"AUTH", user.as_bytes(), password.as_bytes()]).await?,
+                Some(user) => {
+                    conn.ok(&[b"AUTH", user.as_bytes(), password.as_bytes()])
+                        .await?
+                }
                 None => conn.ok(&[b"AUTH", password.as_bytes()]).await?,
             };
         }
         if target.db != 0 {
-            conn.ok(&[b"SELECT", target.db.to_string().as_bytes()]).await?;
+            conn.ok(&[b"SELECT", target.db.to_string().as_bytes()])
+                .await?;
         }
         Ok(conn)
     }
@@ -153,7 +162,11 @@ impl Connection {
             out.extend_from_slice(b"\r\n");
         }
         let exchange = async {
-            self.stream.get_mut().write_all(&out).await.map_err(Failure::Io)?;
+            self.stream
+                .get_mut()
+                .write_all(&out)
+                .await
+                .map_err(Failure::Io)?;
             read_value(&mut self.stream).await
         };
         tokio::time::timeout(self.timeout, exchange)
@@ -164,7 +177,10 @@ impl Connection {
 
 async fn read_line(stream: &mut BufReader<TcpStream>) -> Result<String, Failure> {
     let mut line = Vec::new();
-    let n = stream.read_until(b'\n', &mut line).await.map_err(Failure::Io)?;
+    let n = stream
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(Failure::Io)?;
     if n == 0 {
         return Err(Failure::Protocol("the server closed the connection".into()));
     }

@@ -199,8 +199,8 @@ impl Asker<'_> {
             if let Some(service) = param("service") {
                 query.append_pair("service", &service);
             }
-            let scope =
-                param("scope").unwrap_or_else(|| format!("repository:{}:pull", reference.repository));
+            let scope = param("scope")
+                .unwrap_or_else(|| format!("repository:{}:pull", reference.repository));
             query.append_pair("scope", &scope);
         }
         let mut request = self.client.get(url).timeout(self.timeout);
@@ -245,20 +245,21 @@ impl Asker<'_> {
         Ok(format!("Bearer {token}"))
     }
 
-    async fn digest_by_get(&self, url: &str, authorization: Option<&str>) -> Result<String, HostError> {
+    async fn digest_by_get(
+        &self,
+        url: &str,
+        authorization: Option<&str>,
+    ) -> Result<String, HostError> {
         let response = self.send(Method::GET, url, authorization).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
         Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
     }
 }
 
 fn basic(c: &Credentials) -> String {
     use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", c.username, c.password));
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
     crate::redact::register(&encoded);
     format!("Basic {encoded}")
 }
@@ -312,7 +313,10 @@ mod tests {
         assert_eq!(
             params,
             [
-                ("realm".to_string(), "https://auth.example.com/token".to_string()),
+                (
+                    "realm".to_string(),
+                    "https://auth.example.com/token".to_string()
+                ),
                 ("service".to_string(), "registry.example.com".to_string()),
                 ("scope".to_string(), "repository:a/b:pull,push".to_string()),
             ]

@@ -10,9 +10,8 @@ pub const DOCKER_HUB: &str = "docker.io";
 /// Where Docker Hub's distribution API answers (docker.io itself only redirects).
 pub const DOCKER_HUB_API: &str = "https://registry-1.docker.io";
 
-static COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$").expect("valid regex")
-});
+static COMPONENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$").expect("valid regex"));
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("valid regex"));
 static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
@@ -132,7 +131,10 @@ mod tests {
         assert_eq!(r.repository, "tracktion/analysis-service");
         assert_eq!(r.manifest_reference(), "v1.2.3");
         let r = parse("127.0.0.1:5000/app").unwrap();
-        assert_eq!((r.host.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", Some("latest")));
+        assert_eq!(
+            (r.host.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", Some("latest"))
+        );
         let digest = format!("sha256:{}", "a".repeat(64));
         let r = parse(&format!("localhost/app:1@{digest}")).unwrap();
         assert_eq!(r.manifest_reference(), digest);
@@ -148,7 +150,8 @@ mod tests {
         for (text, why) in [
             ("", "empty"),
             ("Registry.local/App:1", "name component"),
-            ("host.local/app:bad tag", "spaces"),
+            ("host.local/app:bad tag", "not a valid tag"),
+            (" host.local/app", "spaces"),
             ("host.local/app:-x", "tag"),
             ("host.local/app@sha256:zz", "digest"),
             ("host.local//app", "name component"),
