@@ -13,6 +13,7 @@ pub mod notify;
 pub mod options;
 pub mod pg;
 pub mod prom;
+pub mod slots;
 
 use crate::session::{Session, Stop};
 use rhai::{
@@ -163,6 +164,7 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     prom::register(registrar, session);
     notify::register(registrar, session);
     k8s::register(registrar, session);
+    slots::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
 }
