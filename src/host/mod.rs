@@ -13,6 +13,7 @@ pub mod notify;
 pub mod options;
 pub mod pg;
 pub mod prom;
+pub mod rehearsal;
 pub mod slots;
 
 use crate::session::{Session, Stop};
@@ -165,6 +166,7 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     notify::register(registrar, session);
     k8s::register(registrar, session);
     slots::register(registrar, session);
+    rehearsal::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
 }

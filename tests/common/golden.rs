@@ -20,6 +20,8 @@ const MASKS: &[(&str, &str)] = &[
     (r"\+?\d+m \d{2}s", "<duration>"),
     (r"\+?\d+(\.\d+)?\s?(ms|s)\b", "<duration>"),
     (r"\b\d+\.\d+\b", "<number>"),
+    // Kubernetes objects' versions, sent as preconditions in planned patches.
+    (r#""resourceVersion":"\d+""#, r#""resourceVersion":"<rv>""#),
 ];
 
 /// `report` with everything that varies between runs masked.
