@@ -6,6 +6,7 @@
 
 pub mod core;
 pub mod docs;
+pub mod git;
 pub mod helm;
 pub mod http;
 pub mod k8s;
@@ -165,6 +166,7 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     k8s::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
+    git::register(registrar, session);
 }
 
 /// Converts a script value into JSON for the journal (maps, arrays, scalars).
