@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod deployment;
+pub mod manifests;
 pub mod meta;
 pub mod names;
 pub mod request;
@@ -252,6 +253,7 @@ pub fn register(r: &mut Registrar, session: &Arc<Session>) {
     r.func(&GITOPS_MANAGED, move |kind: &str, name: &str| {
         gitops_managed(&s, kind, name)
     });
+    manifests::register(r, session);
 }
 
 type Outcome = Result<Dynamic, Box<EvalAltResult>>;
@@ -576,7 +578,7 @@ mod tests {
                     || ["switch_slot", "helm_rollback"].contains(&d.name)
             })
             .collect();
-        assert_eq!(ours.len(), 16);
+        assert_eq!(ours.len(), 19);
         for doc in ours {
             let name = doc.qualified_name();
             assert!(doc.summary.ends_with('.'), "{name}: {}", doc.summary);
