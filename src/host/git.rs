@@ -177,6 +177,8 @@ pub async fn read_tree(repo: &str, reference: &str, path: &str) -> Result<Tree, 
                 "{file_path} at {reference} is not UTF-8 text: give a path that holds text files only"
             ))
         })?;
+        // The result is journaled: Secret values committed to the repository must not be.
+        crate::host::k8s::manifests::register_secret_values(&file_path, &content);
         files.push(TreeFile {
             name: file_path
                 .rsplit('/')

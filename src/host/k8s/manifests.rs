@@ -83,7 +83,7 @@ struct FileArg {
 }
 
 fn parse_config(session: &Arc<Session>, files: Array) -> Outcome {
-    let f = PARSE_CONFIG.qualified_name();
+    let f = PARSE_CONFIG.name;
     let mut inputs = Vec::with_capacity(files.len());
     for file in files {
         let arg: FileArg = rhai::serde::from_dynamic(&file).map_err(|e| {
@@ -274,6 +274,43 @@ fn add_document(parsed: &mut Parsed, doc: Value, path: &str, namespace: &str) {
     }
 }
 
+/// Registers for redaction every value of the Secret manifests in a YAML or JSON file (both
+/// `stringData` and the decoded `data`), so that a caller journaling the file's text (as
+/// `git::show_tree` does) never shows them. Anything that does not parse is left alone.
+pub fn register_secret_values(path: &str, content: &str) {
+    if !is_structured(path) {
+        return;
+    }
+    for doc in serde_yaml::Deserializer::from_str(content) {
+        let Ok(doc) = Value::deserialize(doc) else {
+            return;
+        };
+        let items = match doc["kind"].as_str() {
+            Some("List") => doc["items"].as_array().cloned().unwrap_or_default(),
+            _ => vec![doc],
+        };
+        for item in items.iter().filter(|i| i["kind"] == "Secret") {
+            for value in item["stringData"].as_object().into_iter().flat_map(|m| m.values()) {
+                if let Some(text) = value.as_str() {
+                    crate::redact::register(text);
+                }
+            }
+            for value in item["data"].as_object().into_iter().flat_map(|m| m.values()) {
+                let Some(encoded) = value.as_str() else {
+                    continue;
+                };
+                crate::redact::register(encoded);
+                use base64::Engine as _;
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(encoded)
+                    && let Ok(text) = String::from_utf8(bytes)
+                {
+                    crate::redact::register(&text);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Applied {
     pub created: Vec<String>,
@@ -293,7 +330,7 @@ struct ApplyPlan {
 }
 
 fn apply_configmaps(session: &Arc<Session>, list: Array) -> Outcome {
-    let f = APPLY_CONFIGMAPS.qualified_name();
+    let f = APPLY_CONFIGMAPS.name;
     let mut specs = Vec::with_capacity(list.len());
     for item in list {
         let spec: ConfigMapSpec = rhai::serde::from_dynamic(&item).map_err(|e| {
@@ -452,7 +489,7 @@ struct Checked {
 }
 
 fn check_config(session: &Arc<Session>, required: Map) -> Outcome {
-    let f = CHECK_CONFIG.qualified_name();
+    let f = CHECK_CONFIG.name;
     let required: Required =
         crate::host::options::parse(&f, required).map_err(|e| invalid(&f, e))?;
     for name in required.configmaps.iter().chain(&required.secrets) {
@@ -579,6 +616,17 @@ mod tests {
             crate::redact::scrub("pw hunter2"),
             format!("pw {}", crate::redact::MASK)
         );
+    }
+
+    #[test]
+    fn secret_manifest_values_are_registered_for_redaction() {
+        // "s3cr3t-from-git" in base64.
+        register_secret_values(
+            "k8s/secrets.yaml",
+            "kind: ConfigMap\nmetadata: {name: c}\n---\nkind: Secret\nmetadata: {name: s}\ndata:\n  token: czNjcjN0LWZyb20tZ2l0\nstringData:\n  other: plain-from-git-42\n",
+        );
+        let shown = crate::redact::scrub("s3cr3t-from-git plain-from-git-42");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("plain-from"), "{shown}");
     }
 
     #[test]
