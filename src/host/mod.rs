@@ -6,6 +6,7 @@
 
 pub mod core;
 pub mod docs;
+pub mod git;
 pub mod helm;
 pub mod http;
 pub mod k8s;
@@ -173,6 +174,7 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     pg::register(registrar, session);
     registry::register(registrar, session);
     redis::register(registrar, session);
+    git::register(registrar, session);
 }
 
 /// Converts a script value into JSON for the journal (maps, arrays, scalars).

@@ -16,7 +16,7 @@ use std::time::Duration;
 const CHART_NAME: &str = "tracktion-service";
 
 /// The chart's files (Chart.yaml is written per revision, see `chart_yaml`).
-const FILES: [(&str, &str); 4] = [
+const FILES: [(&str, &str); 5] = [
     ("values.yaml", include_str!("chart/values.yaml")),
     (
         "templates/_helpers.tpl",
@@ -29,6 +29,10 @@ const FILES: [(&str, &str); 4] = [
     (
         "templates/service.yaml",
         include_str!("chart/templates/service.yaml"),
+    ),
+    (
+        "templates/config.yaml",
+        include_str!("chart/templates/config.yaml"),
     ),
 ];
 
