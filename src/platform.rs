@@ -66,6 +66,24 @@ pub struct Environment {
     /// Backups, migrations and the self-managed cluster behind `database_url_env`.
     #[serde(default)]
     pub postgres: Option<Postgres>,
+    /// How to count the user sessions a rollback would interrupt (`impact` reports it).
+    #[serde(default)]
+    pub sessions: Option<Sessions>,
+}
+
+/// `[environments.X.sessions]`: one way to count active sessions. `sql` is a read-only query
+/// on the environment's database returning one row with a column `n`; `redis_pattern` is a key
+/// pattern (`session:*`) for a Redis session store, counted with SCAN, never KEYS.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sessions {
+    /// What is counted, for people: "signed-in users", "open editor sessions".
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub redis_pattern: Option<String>,
 }
 
 /// `[environments.X.postgres]`: what the `pg::` functions need besides the URL. Paths are on the

@@ -4,6 +4,7 @@
 //! it volatile (the optimizer must never call it at compile time) and records its docs, which
 //! `rollback docs`, the REPL's `:help`, `rollback check` and the docs tests read.
 
+pub mod changelog;
 pub mod core;
 pub mod docs;
 pub mod helm;
@@ -11,8 +12,10 @@ pub mod http;
 pub mod k8s;
 pub mod notify;
 pub mod options;
+pub mod outcome;
 pub mod pg;
 pub mod prom;
+pub mod runs;
 
 use crate::session::{Session, Stop};
 use rhai::{
@@ -165,6 +168,8 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     k8s::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
+    outcome::register(registrar, session);
+    runs::register(registrar, session);
 }
 
 /// Converts a script value into JSON for the journal (maps, arrays, scalars).
