@@ -180,6 +180,17 @@ fn read(session: &Session, run: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         Ok(value)
     })?;
     let records = std::mem::take(&mut *records.lock().unwrap_or_else(|e| e.into_inner()));
+    // Every field present on every record, so scripts need no `"key" in r` checks.
+    let records: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["mutating"] = json!(r.mutating);
+            v["step"] = json!(r.step.clone().unwrap_or_default());
+            v["outcome"]["error"] = json!(r.outcome.error.clone().unwrap_or_default());
+            v
+        })
+        .collect();
     let mut map = summary.cast::<rhai::Map>();
     map.insert("records".into(), rhai::serde::to_dynamic(records)?);
     Ok(map.into())
