@@ -205,10 +205,11 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
     let findings = crate::host::outcome::findings(records);
     if !findings.is_empty() {
         let _ = writeln!(out, "\n## Findings\n");
-        for line in findings {
+        for (i, line) in findings.iter().enumerate() {
             // A heading among the findings needs blank lines around it to render as one.
             if line.starts_with('#') {
-                let _ = writeln!(out, "\n{line}\n");
+                let before = if i == 0 { "" } else { "\n" };
+                let _ = writeln!(out, "{before}{line}\n");
             } else {
                 let _ = writeln!(out, "{line}");
             }
