@@ -16,6 +16,8 @@ pub mod outcome;
 pub mod pg;
 pub mod prom;
 pub mod runs;
+pub mod rehearsal;
+pub mod slots;
 
 use crate::session::{Session, Stop};
 use rhai::{
@@ -166,6 +168,8 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     prom::register(registrar, session);
     notify::register(registrar, session);
     k8s::register(registrar, session);
+    slots::register(registrar, session);
+    rehearsal::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
     outcome::register(registrar, session);

@@ -21,6 +21,15 @@ const MASKS: &[(&str, &str)] = &[
     (r"\+?\d+(\.\d+)?\s?(ms|s)\b", "<duration>"),
     (r"\b\d+\.\d+\b", "<number>"),
     (r"\b\d{2}:\d{2}:\d{2}\b", "<clock>"),
+    // Label-safe timestamps (rollback.io/rolled-back-at).
+    (r"\b\d{8}T\d{6}Z\b", "<stamp>"),
+    // A measured duration pushed as a metric.
+    (
+        r#""rollback_service_duration_seconds":\d+"#,
+        r#""rollback_service_duration_seconds":<n>"#,
+    ),
+    // Kubernetes objects' versions, sent as preconditions in planned patches.
+    (r#""resourceVersion":"\d+""#, r#""resourceVersion":"<rv>""#),
 ];
 
 /// `report` with everything that varies between runs masked.
