@@ -5,7 +5,7 @@ mod common;
 use base64::Engine as _;
 use common::golden::assert_golden;
 use common::sandbox::{SERVICES, Sandbox};
-use common::{Test, TEST_PLATFORM, free_port, wait_until};
+use common::{TEST_PLATFORM, Test, free_port, wait_until};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -68,7 +68,13 @@ fn live_health_triggers_follow_the_runbook() {
     };
     let ok = |name: &str| row(name, true, true, 0.0, 100.0);
     let table: Vec<(Vec<String>, i64, f64, &str, &str)> = vec![
-        (vec![ok("a"), ok("b"), ok("c"), ok("d")], 0, 0.0, "monitor", "calm"),
+        (
+            vec![ok("a"), ok("b"), ok("c"), ok("d")],
+            0,
+            0.0,
+            "monitor",
+            "calm",
+        ),
         (
             vec![row("a", true, true, 12.0, 100.0), ok("b")],
             0,
@@ -135,7 +141,13 @@ fn live_health_triggers_follow_the_runbook() {
             "immediate",
             "a p95 latency 400 ms is more than 3x its 100.0 ms baseline",
         ),
-        (vec![row("a", true, true, 0.0, 400.0)], 0, 0.0, "monitor", "calm"),
+        (
+            vec![row("a", true, true, 0.0, 400.0)],
+            0,
+            0.0,
+            "monitor",
+            "calm",
+        ),
     ];
     let script: Vec<String> = table
         .iter()
@@ -172,10 +184,17 @@ fn bad_parameters_are_usage_errors() {
     assess(&["--severity", "high", "--duration", "-5"])
         .code(2)
         .stderr_has("expects minutes (0 or more), got -5");
-    assess(&["--severity", "high", "--services", "analysis-service,billing"])
+    assess(&[
+        "--severity",
+        "high",
+        "--services",
+        "analysis-service,billing",
+    ])
+    .code(2)
+    .stderr_has("unknown service 'billing'");
+    assess(&["--duration", "5"])
         .code(2)
-        .stderr_has("unknown service 'billing'");
-    assess(&["--duration", "5"]).code(2).stderr_has("--severity");
+        .stderr_has("--severity");
     assess(&["--severity", "high", "--duration", "ten"])
         .code(2)
         .stderr_has("expects a whole number");
@@ -206,7 +225,15 @@ fn stick_release(sandbox: &Sandbox, release: &str, revision: u32) {
         "metadata": {"labels": {"status": "pending-upgrade"}},
         "data": {"release": encoded},
     });
-    sandbox.kubectl(&["patch", "secret", &name, "--type", "merge", "-p", &patch.to_string()]);
+    sandbox.kubectl(&[
+        "patch",
+        "secret",
+        &name,
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ]);
 }
 
 #[test]
@@ -221,13 +248,19 @@ fn assess_on_the_sandbox() {
     assert_golden("assess-dry-run", &plan.report());
     let run = sandbox.procedure(&[], "assess", &["--severity", "low"]);
     run.code(MONITOR)
-        .stdout_has("**MONITOR AND FIX** — low severity for 0 minutes does not meet the rollback criteria")
+        .stdout_has(
+            "**MONITOR AND FIX** — low severity for 0 minutes does not meet the rollback criteria",
+        )
         .stdout_has(&format!("{0}/{0} services healthy", SERVICES.len()))
         .stdout_has("- Ready: a traffic switch or Helm rollback can start now")
         .stdout_has("database: no safety backup on disk");
     for service in SERVICES {
-        run.stdout_has(&format!("✅ {service}: green (v1.2.4) healthy; error rate "));
-        run.stdout_has(&format!("✅ {service}: standby blue runs v1.2.3, 1/1 pods ready"));
+        run.stdout_has(&format!(
+            "✅ {service}: green (v1.2.4) healthy; error rate "
+        ));
+        run.stdout_has(&format!(
+            "✅ {service}: standby blue runs v1.2.3, 1/1 pods ready"
+        ));
     }
     assert!(run.journal().iter().all(|r| r["mutating"] != true));
     assert!(run.report().contains("## Findings"));
@@ -242,7 +275,9 @@ fn assess_on_the_sandbox() {
     sandbox
         .procedure(&[], "assess", &["--severity", "high", "--duration", "15"])
         .code(RECOMMENDED)
-        .stdout_has("**ROLLBACK RECOMMENDED** — high severity incident lasting 15 minutes (more than 10)");
+        .stdout_has(
+            "**ROLLBACK RECOMMENDED** — high severity incident lasting 15 minutes (more than 10)",
+        );
     sandbox
         .procedure(&[], "assess", &["--severity", "medium", "--duration", "45"])
         .code(CONSIDER);
@@ -251,7 +286,11 @@ fn assess_on_the_sandbox() {
     let overlay = std::fs::read_to_string(sandbox.environment_file()).unwrap();
     let prometheus = sandbox.url("prometheus");
     let closed = format!("http://127.0.0.1:{}", free_port());
-    std::fs::write(sandbox.environment_file(), overlay.replace(&prometheus, &closed)).unwrap();
+    std::fs::write(
+        sandbox.environment_file(),
+        overlay.replace(&prometheus, &closed),
+    )
+    .unwrap();
     let blind = sandbox.procedure(&[], "assess", &["--severity", "low"]);
     blind
         .code(1)
@@ -267,11 +306,15 @@ fn assess_on_the_sandbox() {
 
     // 12% errors on the live slot of one service: immediate, whatever the reported severity.
     sandbox.inject(&["--service", "analysis-service", "--error-rate", "12"]);
-    wait_until("a 12% error ratio over 15s", Duration::from_secs(90), || {
-        sandbox
+    wait_until(
+        "a 12% error ratio over 15s",
+        Duration::from_secs(90),
+        || {
+            sandbox
             .prometheus(r#"sum(rate(http_requests_total{service="analysis-service",status=~"5.."}[15s])) / sum(rate(http_requests_total{service="analysis-service"}[15s]))"#)
             .filter(|r| *r > 0.10)
-    });
+        },
+    );
     let hot = sandbox.procedure(&[], "assess", &["--severity", "low", "--window", "15s"]);
     hot.code(IMMEDIATE)
         .stdout_has("**IMMEDIATE ROLLBACK** — analysis-service error rate ")
@@ -290,11 +333,16 @@ fn assess_on_the_sandbox() {
         .parse()
         .unwrap();
     assert!((10.0..=14.0).contains(&rate), "{decision}");
-    assert!(hot.report().contains("- Exit status 12: IMMEDIATE ROLLBACK: analysis-service"));
+    assert!(
+        hot.report()
+            .contains("- Exit status 12: IMMEDIATE ROLLBACK: analysis-service")
+    );
     sandbox.inject(&["--clear"]);
     wait_until("no errors over 15s", Duration::from_secs(90), || {
         sandbox
-            .prometheus(r#"sum(rate(http_requests_total{service="analysis-service",status=~"5.."}[15s]))"#)
+            .prometheus(
+                r#"sum(rate(http_requests_total{service="analysis-service",status=~"5.."}[15s]))"#,
+            )
             .filter(|r| *r == 0.0)
     });
 

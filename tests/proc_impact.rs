@@ -23,7 +23,11 @@ fn impact_on_the_sandbox() {
     }
 
     // Two services: their shared release notes once, the migration v1.2.3 does not know.
-    let run = sandbox.procedure(&[], "impact", &["--services", "analysis-service,file-watcher"]);
+    let run = sandbox.procedure(
+        &[],
+        "impact",
+        &["--services", "analysis-service,file-watcher"],
+    );
     run.success()
         .stdout_has("- analysis-service, file-watcher (v1.2.4 → v1.2.3):")
         .stdout_has("  - added: Cue-point detection in track analysis")
@@ -52,7 +56,9 @@ fn impact_on_the_sandbox() {
         .procedure(&[], "impact", &["--services", "analysis-service"])
         .success()
         .stdout_has(&format!("- {queued} queued analysis jobs"))
-        .stdout_has(&format!("moves {queued} queued analysis jobs to the previous version"));
+        .stdout_has(&format!(
+            "moves {queued} queued analysis jobs to the previous version"
+        ));
     // A Redis session store is named but not counted until Redis support exists.
     std::fs::write(
         sandbox.environment_file(),
@@ -62,7 +68,9 @@ fn impact_on_the_sandbox() {
     sandbox
         .procedure(&[], "impact", &["--services", "analysis-service"])
         .success()
-        .stdout_has("active sessions not counted: Redis session stores (session:*) need redis::count");
+        .stdout_has(
+            "active sessions not counted: Redis session stores (session:*) need redis::count",
+        );
     std::fs::write(sandbox.environment_file(), &overlay).unwrap();
 
     // With the schema back at what v1.2.3 expects, a rollback needs no database rollback.
@@ -70,7 +78,9 @@ fn impact_on_the_sandbox() {
     sandbox
         .procedure(&[], "impact", &["--services", "analysis-service"])
         .success()
-        .stdout_has("✅ No migration since the previous release (the previous release expects schema 2")
+        .stdout_has(
+            "✅ No migration since the previous release (the previous release expects schema 2",
+        )
         .stdout_has("needs no database rollback");
 
     sandbox

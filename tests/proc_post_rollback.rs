@@ -28,7 +28,9 @@ fn post_rollback_on_the_sandbox() {
     let rollback_run = rehearsal.journal()[0]["run"].as_str().unwrap().to_string();
     assert_eq!(sandbox.selector("analysis-service"), "blue");
     // An assessment afterwards is not what "latest" means.
-    sandbox.procedure(&[], "impact", &["--services", "analysis-service"]).success();
+    sandbox
+        .procedure(&[], "impact", &["--services", "analysis-service"])
+        .success();
 
     let cluster = sandbox.cluster_state();
     let database = sandbox.database_state();
@@ -53,7 +55,10 @@ fn post_rollback_on_the_sandbox() {
         .lines()
         .find_map(|l| l.strip_prefix("Incident report: "))
         .expect("the report path is printed");
-    assert!(path.ends_with(&format!("incident-{rollback_run}.md")), "{path}");
+    assert!(
+        path.ends_with(&format!("incident-{rollback_run}.md")),
+        "{path}"
+    );
     let report = std::fs::read_to_string(path).unwrap();
     for part in [
         "# Incident report: ",
@@ -64,11 +69,17 @@ fn post_rollback_on_the_sandbox() {
         "## Follow-ups",
         &format!("- Verify: `rollback journal verify "),
     ] {
-        assert!(report.contains(part), "incident report lacks {part:?}:\n{report}");
+        assert!(
+            report.contains(part),
+            "incident report lacks {part:?}:\n{report}"
+        );
     }
     let slack = sandbox.notifications("slack");
     assert_eq!(slack.len(), slack_before + 1);
-    let text = slack.last().unwrap()["body"]["text"].as_str().unwrap().to_string();
+    let text = slack.last().unwrap()["body"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         text.contains(&format!("incident report for run {rollback_run}")),
         "{text}"
@@ -79,14 +90,25 @@ fn post_rollback_on_the_sandbox() {
     let offline = sandbox
         .test()
         .env("ROLLBACK_SANDBOX_SLACK_WEBHOOK_URL", &closed)
-        .args(["--env", "sandbox", "run", "post-rollback", "--run", &rollback_run])
+        .args([
+            "--env",
+            "sandbox",
+            "run",
+            "post-rollback",
+            "--run",
+            &rollback_run,
+        ])
         .run();
     offline
         .success()
         .stdout_has("Incident report: ")
         .stdout_has("notification not delivered to [\"slack\"]: share the report another way")
         .stderr_has("the team was not told through");
-    assert!(offline.report().contains("notification delivery(ies) failed"));
+    assert!(
+        offline
+            .report()
+            .contains("notification delivery(ies) failed")
+    );
     assert_eq!(sandbox.notifications("slack").len(), slack_before + 1);
 
     // An edited journal is refused, naming the line; an unknown run id is a usage error.

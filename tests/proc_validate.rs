@@ -31,7 +31,12 @@ fn communicate_dry_run_plans_the_update_and_sends_nothing() {
     let plan = sandbox.procedure(
         &["--dry-run"],
         "communicate",
-        &["--phase", "start", "--message", "Switching analysis-service back to v1.2.3"],
+        &[
+            "--phase",
+            "start",
+            "--message",
+            "Switching analysis-service back to v1.2.3",
+        ],
     );
     plan.success();
     assert_golden("communicate-dry-run", &plan.report());

@@ -52,7 +52,12 @@ fn rollback_list_shows_every_procedure_with_its_description() {
     let run = Test::new().platform(SHIPPED_PLATFORM).args(["list"]).run();
     run.success();
     let procedures = shipped_procedures();
-    assert_eq!(run.stdout.lines().count(), procedures.len(), "{}", run.stdout);
+    assert_eq!(
+        run.stdout.lines().count(),
+        procedures.len(),
+        "{}",
+        run.stdout
+    );
     for (name, summary) in &procedures {
         assert!(
             summary.ends_with('.') && summary.len() > 20,

@@ -15,8 +15,8 @@ pub mod options;
 pub mod outcome;
 pub mod pg;
 pub mod prom;
-pub mod runs;
 pub mod rehearsal;
+pub mod runs;
 pub mod slots;
 
 use crate::session::{Session, Stop};

@@ -103,17 +103,12 @@ fn exit_code(session: &Session, code: i64, reason: &str) -> Result<(), Box<EvalA
 
 fn param_error(session: &Session, name: &str, message: &str) -> Result<(), Box<EvalAltResult>> {
     let flag = name.replace('_', "-");
-    let text = format!(
-        "{message}\nsee `rollback run {} --help`",
-        session.procedure
-    );
+    let text = format!("{message}\nsee `rollback run {} --help`", session.procedure);
     let error = HostError::Invalid(text.clone());
     // Journaled as the call that failed, so the report's Errors section names the parameter.
-    let _ = session.read(
-        PARAM_ERROR.name,
-        json!({"name": name}),
-        async move { Err::<(), _>(HostError::Invalid(text)) },
-    );
+    let _ = session.read(PARAM_ERROR.name, json!({"name": name}), async move {
+        Err::<(), _>(HostError::Invalid(text))
+    });
     Err(error.into_rhai(&format!("parameter --{flag}")))
 }
 
@@ -141,15 +136,14 @@ fn artifact(session: &Session, name: &str, text: &str) -> Result<Dynamic, Box<Ev
         .into_rhai(f));
     }
     if name == "journal.jsonl" || name == "report.md" {
-        return Err(
-            HostError::Invalid(format!("{name} is the run's own record: choose another name"))
-                .into_rhai(f),
-        );
+        return Err(HostError::Invalid(format!(
+            "{name} is the run's own record: choose another name"
+        ))
+        .into_rhai(f));
     }
     let Some(dir) = run_dir(session) else {
         return Err(HostError::Failed(
-            "this session keeps no files (no journal or report path): run it as a procedure"
-                .into(),
+            "this session keeps no files (no journal or report path): run it as a procedure".into(),
         )
         .into_rhai(f));
     };

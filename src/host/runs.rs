@@ -124,9 +124,11 @@ fn list_runs(dir: &Path, own: &str) -> Vec<RunSummary> {
 fn runs(session: &Session) -> Result<Dynamic, Box<EvalAltResult>> {
     let dir = runs_dir(session);
     let own = session.id.clone();
-    session.read(&RUNS.qualified_name(), json!({"dir": dir.display().to_string()}), async move {
-        Ok(list_runs(&dir, &own))
-    })
+    session.read(
+        &RUNS.qualified_name(),
+        json!({"dir": dir.display().to_string()}),
+        async move { Ok(list_runs(&dir, &own)) },
+    )
 }
 
 /// A path, a run id under the runs directory, or `latest` (the newest earlier run).

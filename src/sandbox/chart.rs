@@ -56,7 +56,10 @@ pub const HISTORY: [Revision; 2] = [
         green: "v1.2.2",
         description: "deploy v1.2.3 to blue and switch traffic to blue",
         schema_version: 2,
-        changes: &[("fixed", "Notifications are retried when Slack rate-limits them")],
+        changes: &[(
+            "fixed",
+            "Notifications are retried when Slack rate-limits them",
+        )],
     },
     Revision {
         app_version: "1.2.4",
@@ -67,8 +70,14 @@ pub const HISTORY: [Revision; 2] = [
         schema_version: 3,
         changes: &[
             ("added", "Cue-point detection in track analysis"),
-            ("changed", "Tracklist matching tolerates misspelt artist names"),
-            ("fixed", "The file watcher missed files renamed on network shares"),
+            (
+                "changed",
+                "Tracklist matching tolerates misspelt artist names",
+            ),
+            (
+                "fixed",
+                "The file watcher missed files renamed on network shares",
+            ),
         ],
     },
 ];
@@ -293,7 +302,10 @@ mod tests {
         let chart = write_chart(dir.path(), &HISTORY[0]).unwrap();
         let meta = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
         assert!(meta.contains("appVersion: \"1.2.3\""), "{meta}");
-        assert!(meta.contains("tracktion.io/schema-version: \"2\""), "{meta}");
+        assert!(
+            meta.contains("tracktion.io/schema-version: \"2\""),
+            "{meta}"
+        );
         let notes = meta.split_once("artifacthub.io/changes: |\n").unwrap().1;
         assert_eq!(
             crate::host::changelog::parse_changes(notes),

@@ -91,9 +91,14 @@ fn list(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<Dump>, Hos
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .unwrap_or(modified);
             let stem = path.file_stem()?.to_string_lossy().into_owned();
-            let database = manifest.as_ref().map(|m| m.database.clone()).unwrap_or_else(|| {
-                stem.rsplit_once('-').map(|(db, _)| db.to_string()).unwrap_or(stem)
-            });
+            let database = manifest
+                .as_ref()
+                .map(|m| m.database.clone())
+                .unwrap_or_else(|| {
+                    stem.rsplit_once('-')
+                        .map(|(db, _)| db.to_string())
+                        .unwrap_or(stem)
+                });
             Some(Dump {
                 database,
                 created_at: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
