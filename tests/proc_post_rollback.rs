@@ -67,7 +67,7 @@ fn post_rollback_on_the_sandbox() {
         "`switch_slot`",
         "Rollback of analysis-service started on sandbox.",
         "## Follow-ups",
-        &format!("- Verify: `rollback journal verify "),
+        "- Verify: `rollback journal verify ",
     ] {
         assert!(
             report.contains(part),
