@@ -37,7 +37,7 @@ const PARAM_ERROR: FnDoc = FnDoc {
     name: "param_error",
     signature: "(name: string, message: string)",
     summary: "Stops the run as a usage error (exit 2) about one of the procedure's parameters, for values its type alone cannot reject.",
-    example: r#"if duration < 0 { param_error("duration", "must be 0 or more minutes"); }"#,
+    example: r#"let duration = -5; if duration < 0 { param_error("duration", "expects minutes (0 or more)"); }"#,
     effect: Effect::Read,
 };
 
