@@ -21,7 +21,7 @@ use std::time::Duration;
     version,
     about = "Run rollback procedures written in Rhai against Kubernetes, Helm, PostgreSQL and Prometheus.",
     args_override_self = true,
-    after_help = "Exit codes: 0 success, 1 procedure failed, 2 usage or script error, 3 aborted or out of time."
+    after_help = "Exit codes: 0 success, 1 procedure failed, 2 usage or script error, 3 aborted or out of time; 10-19 a verdict of a procedure that finished (assess: 10 consider, 11 recommended, 12 immediate rollback)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -355,7 +355,15 @@ fn run(global: GlobalArgs, procedure: &str, raw_params: Vec<String>) -> Result<E
         session.operator
     ));
     let result = execute(&script_engine, &session, &source, params);
-    crate::report::conclude(&session, result)
+    let code = crate::report::conclude(&session, result)?;
+    // A procedure that finished may report a verdict through its exit status (`exit_code`).
+    Ok(match crate::host::outcome::chosen(&session.records()) {
+        Some((verdict, reason)) => {
+            console::info(&format!("  exit status {verdict}: {reason}"));
+            ExitCode::from(verdict)
+        }
+        None => code,
+    })
 }
 
 /// The runbook's recovery time objective: a run without a budget of its own gets this one.

@@ -73,6 +73,9 @@ pub struct Environment {
     /// URL itself, since it may carry a password.
     #[serde(default)]
     pub redis_url_env: Option<String>,
+    /// How to count the user sessions a rollback would interrupt (`impact` reports it).
+    #[serde(default)]
+    pub sessions: Option<Sessions>,
 }
 
 /// `[environments.X.registry]`: where the environment's images live and how to log in.
@@ -95,6 +98,21 @@ pub struct Registry {
     /// The variable holding the password or access token.
     #[serde(default)]
     pub password_env: Option<String>,
+}
+
+/// `[environments.X.sessions]`: one way to count active sessions. `sql` is a read-only query
+/// on the environment's database returning one row with a column `n`; `redis_pattern` is a key
+/// pattern (`session:*`) for a Redis session store, counted with SCAN, never KEYS.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sessions {
+    /// What is counted, for people: "signed-in users", "open editor sessions".
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub redis_pattern: Option<String>,
 }
 
 /// `[environments.X.postgres]`: what the `pg::` functions need besides the URL. Paths are on the
