@@ -19,6 +19,9 @@ struct PlatformFile {
     environments: BTreeMap<String, Environment>,
     #[serde(default)]
     services: BTreeMap<String, Service>,
+    /// `[[triggers]]`: what `rollback watch` acts on in every environment.
+    #[serde(default)]
+    triggers: Option<Vec<crate::watch::trigger::Trigger>>,
 }
 
 /// Names of the metrics the Prometheus helpers query.
@@ -66,6 +69,9 @@ pub struct Environment {
     /// Backups, migrations and the self-managed cluster behind `database_url_env`.
     #[serde(default)]
     pub postgres: Option<Postgres>,
+    /// `[[environments.X.triggers]]`: replaces the platform's triggers for this environment.
+    #[serde(default)]
+    pub triggers: Option<Vec<crate::watch::trigger::Trigger>>,
 }
 
 /// `[environments.X.postgres]`: what the `pg::` functions need besides the URL. Paths are on the
@@ -154,6 +160,8 @@ pub struct Platform {
     pub metrics: Metrics,
     pub environments: BTreeMap<String, Environment>,
     pub services: BTreeMap<String, Service>,
+    /// The platform-wide `[[triggers]]`, if any file declares them.
+    pub triggers: Option<Vec<crate::watch::trigger::Trigger>>,
     /// Files merged, in order, for messages.
     pub sources: Vec<String>,
 }
@@ -192,6 +200,9 @@ impl Platform {
         }
         self.environments.extend(file.environments);
         self.services.extend(file.services);
+        if file.triggers.is_some() {
+            self.triggers = file.triggers;
+        }
         self.sources.push(name.to_string());
         Ok(())
     }
