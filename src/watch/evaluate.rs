@@ -116,6 +116,14 @@ impl Tracker {
         firings
     }
 
+    /// Lets a condition that fired fire again at the next evaluation: a follower must not
+    /// consume a firing it could not act on, or it would ignore the condition once it leads.
+    pub fn rearm(&mut self, trigger: &str, service: &str) {
+        if let Some(c) = self.conditions.get_mut(&key(trigger, service)) {
+            c.fired = false;
+        }
+    }
+
     /// The conditions that hold now, with when they started: what replicas share.
     pub fn holding(&self) -> BTreeMap<String, DateTime<Utc>> {
         self.conditions

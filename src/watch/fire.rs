@@ -17,14 +17,17 @@ impl Watcher {
         let Some(trigger) = self.triggers.iter().find(|t| t.name == firing.trigger) else {
             return;
         };
-        let what = format!(
-            "{name}: {} (value {}, held {})",
-            firing.condition,
-            show(firing.value),
-            format_duration(Duration::from_secs_f64(firing.held_s))
-        );
+        let what = match firing.value {
+            Some(value) => format!(
+                "{name}: {} (value {}, held {})",
+                firing.condition,
+                show(Some(value)),
+                format_duration(Duration::from_secs_f64(firing.held_s))
+            ),
+            None => format!("{name}: {}", firing.condition),
+        };
         if !self.election.is_leader() {
-            console::info(&format!(
+            console::debug(&format!(
                 "{what}; not the leader (leader: {}), so not acting",
                 self.election
                     .view()
@@ -123,10 +126,13 @@ impl Watcher {
                 "incident": incident,
             }),
             message: format!(
-                "Automatic rollback: trigger {} fired ({}, value {}); running {}",
+                "Automatic rollback: trigger {} fired ({}{}); running {}",
                 key(&incident.trigger, &incident.service),
                 incident.cause["condition"].as_str().unwrap_or_default(),
-                show(incident.cause["value"].as_f64()),
+                incident.cause["value"]
+                    .as_f64()
+                    .map(|v| format!(", value {}", show(Some(v))))
+                    .unwrap_or_default(),
                 procedure
             ),
         };

@@ -37,24 +37,30 @@ pub struct Election {
     view: Mutex<View>,
     /// The lease as last seen, and when it last changed, for the local expiry clock.
     observed: Mutex<Option<(String, Instant)>>,
+    /// A dry-run acts alone and writes nothing: it never campaigns, and never blocks the
+    /// real leader.
+    alone: bool,
 }
 
 impl Election {
-    pub fn new(kube: Kube, identity: String, duration: Duration) -> Arc<Election> {
+    pub fn new(kube: Kube, identity: String, duration: Duration, alone: bool) -> Arc<Election> {
         Arc::new(Election {
             identity,
             duration,
             kube,
             view: Mutex::new(View::default()),
             observed: Mutex::new(None),
+            alone,
         })
     }
 
     /// Whether this replica may act now: it renewed the lease less than a lease duration ago.
     pub fn is_leader(&self) -> bool {
-        self.view()
-            .renewed
-            .is_some_and(|r| r.elapsed() < self.duration)
+        self.alone
+            || self
+                .view()
+                .renewed
+                .is_some_and(|r| r.elapsed() < self.duration)
     }
 
     pub fn view(&self) -> View {
@@ -63,6 +69,9 @@ impl Election {
 
     /// Campaigns and renews until `stop`, then hands the lease over by releasing it.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        if self.alone {
+            return;
+        }
         let period = (self.duration / 3).max(Duration::from_millis(200));
         loop {
             let was_leader = self.is_leader();

@@ -221,6 +221,12 @@ impl Watcher {
         if self.election.is_leader() && !self.session.dry_run() {
             self.publish(holding).await;
         }
+        if !self.election.is_leader() {
+            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            for firing in &firings {
+                tracker.rearm(&firing.trigger, &firing.service);
+            }
+        }
         for firing in firings {
             self.fire(firing).await;
         }
@@ -281,7 +287,12 @@ fn watch(global: GlobalArgs, setup: Setup, args: WatchArgs) -> Result<ExitCode> 
         runtime,
     } = setup;
     let identity = format!("{}/{}", session.host, std::process::id());
-    let election = Election::new(kube.clone(), identity.clone(), args.lease_duration);
+    let election = Election::new(
+        kube.clone(),
+        identity.clone(),
+        args.lease_duration,
+        session.dry_run(),
+    );
     let (alerts, mut alert_rx) = tokio::sync::mpsc::channel(64);
     let watcher = Arc::new(Watcher {
         global,
