@@ -3,7 +3,7 @@
 //! processes, Prometheus outages and Alertmanager's webhook.
 
 mod common;
-use common::sandbox::{SHIPPED_PLATFORM, Sandbox};
+use common::sandbox::{NAMESPACE, SHIPPED_PLATFORM, Sandbox};
 use common::{Test, free_port, http_request, wait_until};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -26,8 +26,16 @@ log(`traffic on ${s.to} (was ${s.from})`);
 milestone("restored");
 "#;
 
-/// The error-rate trigger with test-sized durations, and `extra` triggers.
-fn platform(extra: &str) -> String {
+/// `emergency` as the default triggers run it, with a rate window sized for the sandbox.
+const EMERGENCY: &str = r#"procedure = "emergency"
+params = { reason = "{service} error rate above 5% (trigger {trigger})", force = true, window = "5s" }"#;
+
+/// The tests' own small procedure.
+const SWITCH: &str = r#"procedure = "switch-back"
+params = { service = "{service}" }"#;
+
+/// The error-rate trigger with test-sized durations running `procedure`, and `extra` triggers.
+fn platform(procedure: &str, extra: &str) -> String {
     format!(
         r#"{SHIPPED_PLATFORM}
 [[triggers]]
@@ -37,9 +45,8 @@ threshold = 5
 sustained = "3s"
 window = "5s"
 services = ["{SERVICE}"]
-procedure = "switch-back"
-params = {{ service = "{{service}}" }}
 alertname = "HighErrorRate"
+{procedure}
 {extra}"#
     )
 }
@@ -167,6 +174,7 @@ fn alert(status: &str, name: &str) -> String {
 #[test]
 fn an_incident_fires_once_after_its_sustained_duration_and_a_flapping_metric_never_does() {
     let sandbox = Sandbox::up_with(&platform(
+        EMERGENCY,
         r#"
 [[triggers]]
 name = "flapping"
@@ -209,7 +217,7 @@ procedure = "switch-back"
     let before: &str = log.split("fired high-error-rate").next().unwrap();
     assert!(
         before.contains("high-error-rate/analysis-service: error_rate = ")
-            && before.contains("(error_rate > 5 for 3s), held 1"),
+            && before.contains("(error_rate > 5 for 3s), held "),
         "{log}"
     );
 
@@ -222,18 +230,28 @@ procedure = "switch-back"
     assert_eq!(cause["service"], SERVICE);
     assert!(cause["value"].as_f64().unwrap() > 5.0, "{cause}");
     assert!(cause["held_s"].as_f64().unwrap() >= cause["sustained_s"].as_f64().unwrap());
+    assert_eq!(records[0]["args"]["procedure"], "emergency");
+    assert_eq!(records[0]["args"]["params"]["force"], true);
     assert!(records.iter().any(|r| r["function"] == "lock"));
-    assert!(records.iter().any(|r| r["function"] == "switch_slot"));
-    let report = std::fs::read_to_string(run[0].join("report.md")).unwrap();
-    assert!(report.contains("switch-back"), "{report}");
-    let slack = sandbox.notifications("slack");
-    assert_eq!(slack.len(), 1, "{slack:?}");
-    let text = slack[0]["body"].to_string();
     assert!(
-        text.contains("Automatic rollback: trigger high-error-rate/analysis-service fired"),
-        "{text}"
+        records
+            .iter()
+            .any(|r| r["function"] == "milestone" && r["args"]["name"] == "restored")
     );
-    assert_eq!(sandbox.notifications("pagerduty").len(), 1);
+    let report = std::fs::read_to_string(run[0].join("report.md")).unwrap();
+    assert!(report.contains("emergency"), "{report}");
+    let slack = sandbox.notifications("slack");
+    let texts: Vec<String> = slack.iter().map(|n| n["body"].to_string()).collect();
+    assert!(
+        texts[0].contains("Automatic rollback: trigger high-error-rate/analysis-service fired"),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("EMERGENCY ROLLBACK")),
+        "{texts:?}"
+    );
+    assert!(!sandbox.notifications("pagerduty").is_empty());
+    let notified = (slack.len(), sandbox.notifications("pagerduty").len());
     let fired: Vec<Value> = watch_records(&sandbox)
         .into_iter()
         .filter(|r| r["function"] == "watch.fire")
@@ -261,13 +279,13 @@ procedure = "switch-back"
     let log = watcher.wait_for("cooldown: incident high-error-rate/analysis-service");
     assert!(log.contains("awaits acknowledgement"), "{log}");
     assert_eq!(runs(&sandbox).len(), 1);
-    assert_eq!(sandbox.notifications("slack").len(), 1);
+    assert_eq!(sandbox.notifications("slack").len(), notified.0);
 
     let status = sandbox.rollback(&["--env", "sandbox", "watch", "status"]);
     status
         .success()
         .stdout_has("cooldown: incident high-error-rate/analysis-service fired at")
-        .stdout_has("switch-back run")
+        .stdout_has("emergency run")
         .stdout_has("(succeeded) awaits acknowledgement");
     let row = status
         .stdout
@@ -304,11 +322,104 @@ procedure = "switch-back"
     let cluster = sandbox.cluster_state();
     let dry = Watcher::start(&sandbox, &scripts, &["--dry-run"]);
     let log = dry.wait_for("dry-run: high-error-rate/analysis-service");
-    assert!(log.contains("would notify and run `rollback --env sandbox run switch-back --service analysis-service` (nothing done)"), "{log}");
+    assert!(
+        log.contains("would notify and run `rollback --env sandbox run emergency --force true --reason analysis-service error rate above 5% (trigger high-error-rate) --window 5s` (nothing done)"),
+        "{log}"
+    );
     assert_eq!(sandbox.cluster_state(), cluster);
     assert_eq!(runs(&sandbox).len(), 1);
-    assert_eq!(sandbox.notifications("slack").len(), 1);
+    assert_eq!(sandbox.notifications("slack").len(), notified.0);
+    assert_eq!(sandbox.notifications("pagerduty").len(), notified.1);
     assert!(!log.contains("leading: this replica"), "{log}");
+}
+
+fn can_i(sandbox: &Sandbox, what: &[&str]) -> bool {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sandbox.kubeconfig())
+        .args(["-n", NAMESPACE, "auth", "can-i"])
+        .args(what)
+        .arg(format!(
+            "--as=system:serviceaccount:{NAMESPACE}:rollback-watch"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+/// Applies `deploy/watch` to the sandbox's cluster, checks what its Role allows and refuses,
+/// and returns a kubeconfig that authenticates as its service account.
+fn deploy_manifests(sandbox: &Sandbox) -> PathBuf {
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/watch");
+    sandbox.kubectl(&["apply", "-k", manifests]);
+    let deployment = wait_until("the watcher Deployment's 2 replicas", LIMIT, || {
+        let d = sandbox.kubectl_json(&["get", "deployment", "rollback-watch"]);
+        (d["status"]["readyReplicas"] == 2).then_some(d)
+    });
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let pods =
+        sandbox.kubectl_json(&["get", "pods", "-l", "app.kubernetes.io/name=rollback-watch"]);
+    assert_eq!(pods["items"].as_array().unwrap().len(), 2);
+
+    let needed: &[&[&str]] = &[
+        &["create", "leases.coordination.k8s.io"],
+        &["get", "leases.coordination.k8s.io/rollback-watch-leader"],
+        &["update", "leases.coordination.k8s.io/rollback-watch-leader"],
+        &["update", "leases.coordination.k8s.io/rollback-run-lock"],
+        &["create", "configmaps"],
+        &["update", "configmaps/rollback-watch"],
+        &["get", "services/analysis-service"],
+        &["patch", "services/analysis-service"],
+        &["list", "endpointslices.discovery.k8s.io"],
+        &["list", "pods"],
+        &["patch", "deployments.apps/analysis-service-blue"],
+        &["watch", "deployments.apps"],
+    ];
+    for what in needed {
+        assert!(
+            can_i(sandbox, what),
+            "the watcher's Role should allow {what:?}"
+        );
+    }
+    let refused: &[&[&str]] = &[
+        &["get", "secrets"],
+        &["list", "secrets"],
+        &["update", "leases.coordination.k8s.io/some-other-lease"],
+        &["update", "configmaps/tracktion-config"],
+        &["delete", "configmaps/rollback-watch"],
+        &["delete", "deployments.apps/analysis-service-green"],
+        &["delete", "services/analysis-service"],
+        &["create", "pods/exec"],
+        &["create", "deployments.apps"],
+        &["list", "pods", "--all-namespaces"],
+    ];
+    for what in refused {
+        assert!(
+            !can_i(sandbox, what),
+            "the watcher's Role should refuse {what:?}"
+        );
+    }
+
+    let token = sandbox.kubectl(&["create", "token", "rollback-watch", "--duration", "1h"]);
+    let path = sandbox.dir.path().join("watch.kubeconfig");
+    std::fs::copy(sandbox.kubeconfig(), &path).unwrap();
+    let context = sandbox.kubectl(&["config", "current-context"]);
+    for args in [
+        vec!["set-credentials", "rollback-watch", "--token", token.trim()],
+        vec!["set-context", context.trim(), "--user", "rollback-watch"],
+    ] {
+        let status = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&path)
+            .arg("config")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{status:?}");
+    }
+    path
 }
 
 /// A TCP relay to Prometheus that can be cut: cutting closes the open connections, and new
@@ -368,16 +479,19 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 
 #[test]
 fn only_the_leader_acts_a_successor_respects_the_cooldown_and_prometheus_outages_never_fire() {
-    let sandbox = Sandbox::up_with(&platform(""));
+    let sandbox = Sandbox::up_with(&platform(SWITCH, ""));
     let scripts = scripts_dir(&sandbox);
-    // The watchers reach Prometheus through a relay the test can cut.
+    let kubeconfig = deploy_manifests(&sandbox);
+    // The watchers run as the manifests' service account, and reach Prometheus through a
+    // relay the test can cut.
     let relay = Relay::start(sandbox.url("prometheus").replace("http://", ""));
     let overlay = std::fs::read_to_string(sandbox.environment_file())
         .unwrap()
         .replace(
             &sandbox.url("prometheus"),
             &format!("http://127.0.0.1:{}", relay.port),
-        );
+        )
+        .replace(&sandbox.kubeconfig(), &kubeconfig.display().to_string());
     std::fs::write(sandbox.home().join("environments/zz-relay.toml"), overlay).unwrap();
 
     let (port1, port2) = (free_port(), free_port());

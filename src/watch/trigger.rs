@@ -87,7 +87,8 @@ pub struct Trigger {
     pub services: Vec<String>,
     #[serde(default = "default_procedure")]
     pub procedure: String,
-    /// The procedure's parameters; `{service}` in a value becomes the affected service.
+    /// The procedure's parameters; in a value, `{service}` becomes the affected service and
+    /// `{trigger}` this trigger's name.
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
     /// The Alertmanager alert name that fires this trigger at once (default: `name`).
@@ -105,19 +106,22 @@ fn default_procedure() -> String {
     DEFAULT_PROCEDURE.into()
 }
 
-/// The runbook's "Immediate Rollback Triggers" with numbers an evaluator can check.
+/// The runbook's "Immediate Rollback Triggers" with numbers an evaluator can check. They pass
+/// `force` to `emergency`: the trigger has already judged the incident severe enough.
 pub const DEFAULTS: &str = r#"
 [[triggers]]
 name = "service-unavailable"
 metric = "service_down"
 threshold = 0
 sustained = "5m"
+params = { reason = "{service} answered no request for 5 minutes (trigger {trigger})", force = true }
 
 [[triggers]]
 name = "high-error-rate"
 metric = "error_rate"
 threshold = 5
 sustained = "5m"
+params = { reason = "{service} error rate above 5% for 5 minutes (trigger {trigger})", force = true }
 
 [[triggers]]
 name = "slow-responses"
@@ -125,6 +129,7 @@ metric = "latency_ratio"
 threshold = 3
 sustained = "10m"
 window = "5m"
+params = { reason = "{service} p95 latency above 3x its baseline for 10 minutes (trigger {trigger})", force = true }
 "#;
 
 #[derive(Deserialize)]
@@ -239,7 +244,9 @@ impl Trigger {
         let mut args = Vec::new();
         for (name, value) in &self.params {
             let text = match value {
-                toml::Value::String(s) => s.replace("{service}", service),
+                toml::Value::String(s) => s
+                    .replace("{service}", service)
+                    .replace("{trigger}", &self.name),
                 other => other.to_string(),
             };
             args.push(format!("--{}", name.replace('_', "-")));
@@ -324,6 +331,15 @@ mod tests {
         assert_eq!(triggers[0].comparison(), Comparison::AtMost);
         assert_eq!(triggers[1].targets(&p), ["api"]);
         assert_eq!(triggers[1].procedure, "emergency");
+        assert_eq!(
+            triggers[1].procedure_args("api"),
+            [
+                "--force",
+                "true",
+                "--reason",
+                "api error rate above 5% for 5 minutes (trigger high-error-rate)"
+            ]
+        );
         assert_eq!(
             triggers[0].query(&p.metrics, "api").unwrap(),
             r#"sum(rate(http_requests_total{service="api",status!~"5.."}[1m]))"#
