@@ -44,7 +44,7 @@ pub async fn serve(
 pub async fn bind(address: SocketAddr) -> crate::error::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|e| crate::error::io_context(e, &format!("cannot listen on {address}")))
+        .map_err(|e| crate::error::io_context(e, format!("cannot listen on {address}")))
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
