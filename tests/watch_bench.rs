@@ -39,13 +39,23 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-fn rss_kb(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` memory line, in kB.
+fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+/// Resident memory that is the process's own, not pages of the binary mapped from disk.
+fn anon_kb(pid: u32) -> u64 {
+    status_kb(pid, "RssAnon:")
 }
 
 fn ticks_per_second() -> f64 {
@@ -53,11 +63,15 @@ fn ticks_per_second() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
-fn idle(pid: u32, seconds: u64) -> (f64, u64) {
+fn idle(pid: u32, seconds: u64) -> (f64, u64, u64) {
     let (t0, c0) = (Instant::now(), cpu_ticks(pid));
     std::thread::sleep(Duration::from_secs(seconds));
     let used = (cpu_ticks(pid) - c0) as f64 / ticks_per_second();
-    (used / t0.elapsed().as_secs_f64() * 100.0, rss_kb(pid))
+    (
+        used / t0.elapsed().as_secs_f64() * 100.0,
+        rss_kb(pid),
+        anon_kb(pid),
+    )
 }
 
 fn start(sandbox: &Sandbox, interval: &str) -> (common::Test, std::process::Child) {
@@ -95,10 +109,11 @@ fn watch_figures() {
     for interval in ["15s", "1s"] {
         let (_test, mut child) = start(&sandbox, interval);
         std::thread::sleep(Duration::from_secs(3));
-        let (cpu, rss) = idle(child.id(), 30);
+        let (cpu, rss, anon) = idle(child.id(), 30);
         println!(
-            "idle, --interval {interval:>3}: CPU {cpu:.2}% of a core over 30 s (goal < 1%), RSS {:.1} MB (goal < 30 MB)",
-            rss as f64 / 1024.0
+            "idle, --interval {interval:>3}: CPU {cpu:.2}% of a core over 30 s (goal < 1%), RSS {:.1} MB (goal < 30 MB), of which anonymous {:.1} MB",
+            rss as f64 / 1024.0,
+            anon as f64 / 1024.0
         );
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -124,7 +139,7 @@ fn watch_figures() {
         let journal = std::fs::read_to_string(dir.join("journal.jsonl")).ok()?;
         journal.contains("session.end").then_some(journal)
     });
-    let peak = rss_kb(child.id());
+    let (after, after_anon) = (rss_kb(child.id()), anon_kb(child.id()));
     let records: Vec<serde_json::Value> = run
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -178,6 +178,9 @@ impl Watcher {
     }
 
     async fn evaluate_once(&self) {
+        // The values are Prometheus' view at the moment of asking: held durations count from
+        // there, not from whenever the slowest query came back.
+        let now = chrono::Utc::now();
         let readings = evaluate::evaluate(
             &self.session.http(),
             &self.prometheus,
@@ -188,7 +191,6 @@ impl Watcher {
         )
         .await;
         self.note_prometheus(&readings);
-        let now = chrono::Utc::now();
         let (firings, holding, conditions) = {
             let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             let firings = tracker.update(now, &self.triggers, &readings);
