@@ -168,7 +168,11 @@ fn watch_figures() {
         "sustained duration elapsed → traffic restored: {latency:.2} s (goal < 5 s; of which evaluation to run start {:.2} s, with --interval 1s)",
         (start - due).num_milliseconds() as f64 / 1000.0
     );
-    println!("RSS after the run: {:.1} MB", peak as f64 / 1024.0);
+    println!(
+        "RSS after the run: {:.1} MB, of which anonymous {:.1} MB",
+        after as f64 / 1024.0,
+        after_anon as f64 / 1024.0
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
