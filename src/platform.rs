@@ -19,6 +19,9 @@ struct PlatformFile {
     environments: BTreeMap<String, Environment>,
     #[serde(default)]
     services: BTreeMap<String, Service>,
+    /// `[[triggers]]`: what `rollback watch` acts on in every environment.
+    #[serde(default)]
+    triggers: Option<Vec<crate::watch::trigger::Trigger>>,
 }
 
 /// Names of the metrics the Prometheus helpers query.
@@ -76,6 +79,9 @@ pub struct Environment {
     /// How to count the user sessions a rollback would interrupt (`impact` reports it).
     #[serde(default)]
     pub sessions: Option<Sessions>,
+    /// `[[environments.X.triggers]]`: replaces the platform's triggers for this environment.
+    #[serde(default)]
+    pub triggers: Option<Vec<crate::watch::trigger::Trigger>>,
 }
 
 /// `[environments.X.registry]`: where the environment's images live and how to log in.
@@ -201,6 +207,8 @@ pub struct Platform {
     pub metrics: Metrics,
     pub environments: BTreeMap<String, Environment>,
     pub services: BTreeMap<String, Service>,
+    /// The platform-wide `[[triggers]]`, if any file declares them.
+    pub triggers: Option<Vec<crate::watch::trigger::Trigger>>,
     /// Files merged, in order, for messages.
     pub sources: Vec<String>,
 }
@@ -239,6 +247,9 @@ impl Platform {
         }
         self.environments.extend(file.environments);
         self.services.extend(file.services);
+        if file.triggers.is_some() {
+            self.triggers = file.triggers;
+        }
         self.sources.push(name.to_string());
         Ok(())
     }
