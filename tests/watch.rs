@@ -597,3 +597,36 @@ fn only_the_leader_acts_a_successor_respects_the_cooldown_and_prometheus_outages
     );
     assert_eq!(runs(&sandbox).len(), 2);
 }
+
+#[test]
+fn a_trigger_that_could_not_run_stops_the_watcher_at_start() {
+    let cases = [
+        ("procedure = \"emergncy\"", "trigger 'errors': "),
+        (
+            "params = { severity = \"high\" }",
+            "trigger 'errors': procedure emergency has no parameter 'severity' (it has: reason,",
+        ),
+        (
+            "sustained = \"soon\"",
+            "trigger 'errors': sustained: invalid duration 'soon'",
+        ),
+    ];
+    for (line, expected) in cases {
+        let sustained = if line.starts_with("sustained") {
+            ""
+        } else {
+            "sustained = \"1m\""
+        };
+        let platform = format!(
+            "{}\n[[triggers]]\nname = \"errors\"\nmetric = \"error_rate\"\nthreshold = 5\n{sustained}\n{line}\n",
+            common::TEST_PLATFORM
+        );
+        Test::new()
+            .platform(&platform)
+            .args(["--env", "test", "watch"])
+            .run()
+            .code(2)
+            .stderr_has(expected)
+            .stderr_has("fix [[triggers]] in the platform definition");
+    }
+}

@@ -95,6 +95,13 @@ impl Setup {
                 "environment '{env}': {e}\nfix [[triggers]] in the platform definition"
             ))
         })?;
+        if journaled {
+            check_procedures(&catalog, &triggers).map_err(|e| {
+                Error::usage(format!(
+                    "environment '{env}': {e}\nfix [[triggers]] in the platform definition"
+                ))
+            })?;
+        }
         let config = platform.environment(&env)?.clone();
         let prometheus = config.prometheus_url.clone().ok_or_else(|| {
             Error::usage(format!(
@@ -143,6 +150,31 @@ impl Setup {
             runtime,
         })
     }
+}
+
+/// A trigger naming a missing procedure or parameter would fail only when it fires, in the
+/// middle of an incident: the watcher refuses to start with it instead.
+fn check_procedures(
+    catalog: &crate::engine::catalog::Catalog,
+    triggers: &[Trigger],
+) -> std::result::Result<(), String> {
+    for t in triggers {
+        let at = |e: Error| format!("trigger '{}': {}", t.name, e.message);
+        let source = catalog.procedure(&t.procedure).map_err(at)?;
+        let header = crate::engine::params::parse_header(&source).map_err(at)?;
+        for key in t.params.keys() {
+            if !header.params.iter().any(|p| p.name == *key) {
+                let known: Vec<&str> = header.params.iter().map(|p| p.name.as_str()).collect();
+                return Err(format!(
+                    "trigger '{}': procedure {} has no parameter '{key}' (it has: {})",
+                    t.name,
+                    t.procedure,
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The running watcher, shared by the evaluation loop and the HTTP server.
