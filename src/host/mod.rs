@@ -13,6 +13,8 @@ pub mod notify;
 pub mod options;
 pub mod pg;
 pub mod prom;
+pub mod rehearsal;
+pub mod slots;
 
 use crate::session::{Session, Stop};
 use rhai::{
@@ -163,6 +165,8 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     prom::register(registrar, session);
     notify::register(registrar, session);
     k8s::register(registrar, session);
+    slots::register(registrar, session);
+    rehearsal::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
 }

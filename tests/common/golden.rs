@@ -27,6 +27,8 @@ const MASKS: &[(&str, &str)] = &[
         r#""rollback_service_duration_seconds":\d+"#,
         r#""rollback_service_duration_seconds":<n>"#,
     ),
+    // Kubernetes objects' versions, sent as preconditions in planned patches.
+    (r#""resourceVersion":"\d+""#, r#""resourceVersion":"<rv>""#),
 ];
 
 /// `report` with everything that varies between runs masked.

@@ -347,3 +347,4 @@ pub fn wait_until<T>(
 pub mod golden;
 pub mod pg;
 pub mod sandbox;
+pub mod restore;
