@@ -4,6 +4,7 @@
 
 mod common;
 use common::golden::assert_golden;
+use common::restore;
 use common::sandbox::{NAMESPACE, Sandbox};
 use common::{Run, free_port, http_get, wait_for_file, wait_until};
 use serde_json::Value;
@@ -21,8 +22,7 @@ fn command(
     params: &[&str],
     env: &[(&str, &str)],
 ) -> common::Test {
-    let helm = sandbox.bin().join("helm");
-    let mut test = sandbox.test().env("ROLLBACK_HELM", helm.to_str().unwrap());
+    let mut test = restore::test(sandbox);
     for (k, v) in env {
         test = test.env(k, v);
     }

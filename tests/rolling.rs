@@ -5,6 +5,7 @@
 mod common;
 use common::Run;
 use common::http_get;
+use common::restore;
 use common::sandbox::Sandbox;
 
 /// The procedure under test: the account goes to the notification and, on failure, the error.
@@ -34,15 +35,10 @@ fn rolling(sandbox: &Sandbox, params: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("rolling.rhai");
     std::fs::write(&script, ROLLING).unwrap();
-    let helm = sandbox.bin().join("helm");
     let mut args = vec!["--env", "sandbox", "--operator", "sre", "--yes", "run"];
     args.push(script.to_str().unwrap());
     args.extend_from_slice(params);
-    sandbox
-        .test()
-        .env("ROLLBACK_HELM", helm.to_str().unwrap())
-        .args(args)
-        .run()
+    restore::test(sandbox).args(args).run()
 }
 
 fn last_revision(sandbox: &Sandbox, service: &str) -> (u64, String) {
