@@ -242,7 +242,7 @@ fn service_rollback_plans_rolls_back_and_refuses_what_is_unsafe() {
     run.code(1)
         .stderr_has("traffic cannot move to the standby slot: file-watcher (blue) is not healthy")
         .stderr_has("HTTP 503")
-        .stderr_has("(nothing was changed)");
+        .stderr_has("Nothing was changed");
     assert_eq!(sandbox.cluster_state(), before);
     assert_eq!(sandbox.selector("file-watcher"), "green");
     let page = sandbox.notifications("pagerduty").last().unwrap().clone();
@@ -329,7 +329,7 @@ fn service_rollback_ends_in_a_known_state_when_it_cannot_finish() {
             "Check that no helm process works on it (helm status tracktion-tracklist-service",
         )
         .stderr_has("run again with --allow-pending true")
-        .stderr_has("(nothing was changed)");
+        .stderr_has("Nothing was changed");
     assert_eq!(sandbox.cluster_state(), before);
     let report = run.report();
     assert!(report.contains("— FAILED"), "{report}");
