@@ -260,6 +260,26 @@ fn service_rollback_plans_rolls_back_and_refuses_what_is_unsafe() {
         "{report}"
     );
     assert!(!report.contains("`helm_rollback`"), "{report}");
+
+    // helm rollback --wait that times out has applied part of the release: the failure says
+    // so and reads back where the service stands.
+    cordon_every_node(&sandbox);
+    let run = service(
+        &sandbox,
+        &["--yes"],
+        &["--service", "tracklist-service", "--rollout-timeout", "8"],
+        &[],
+    );
+    run.code(1)
+        .stderr_has("helm rollback of tracktion-tracklist-service to revision 1 failed")
+        .stderr_has("the rollback (helm) failed and may be partly applied")
+        .stderr_has("tracklist-service now: traffic on blue (tracklist-service-blue: image v1.2.3, 1/1 ready, ")
+        .stderr_has("Helm release tracktion-tracklist-service at revision 3 (failed, 1.2.3)");
+    assert_eq!(sandbox.selector("tracklist-service"), "blue");
+    assert_eq!(
+        pushed(&sandbox, "rollback_service_success", "tracklist-service"),
+        Some(0.0)
+    );
 }
 
 /// Nodes cordoned: new pods stay Pending, so no rollout can finish.
