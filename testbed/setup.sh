@@ -13,6 +13,9 @@ packages=(
   jq                      # testbed/provision.sh reads go module metadata
   iproute2                # ss: testbed/cluster.sh checks every listener is on loopback
   util-linux              # flock, runuser
+  docker-registry         # real OCI registry for registry:: tests and the sandbox
+  apache2-utils           # htpasswd: bcrypt users for the registry auth tests
+  redis-server            # real Redis for redis:: tests and the sandbox
 )
 
 missing=()
@@ -35,6 +38,8 @@ fi
 # stop it anyway so nothing outside the test run listens.
 pkill -x prometheus 2>/dev/null || true
 pkill -x prometheus-pushgateway 2>/dev/null || true
+pkill -x docker-registry 2>/dev/null || true
+pkill -x redis-server 2>/dev/null || true
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup" >&2; exit 1; }
 
