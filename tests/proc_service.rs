@@ -4,6 +4,7 @@
 
 mod common;
 use common::golden::assert_golden;
+use common::restore;
 use common::sandbox::{NAMESPACE, Sandbox};
 use common::{Run, free_port, http_get, wait_for_file, wait_until};
 use serde_json::Value;
@@ -21,8 +22,7 @@ fn command(
     params: &[&str],
     env: &[(&str, &str)],
 ) -> common::Test {
-    let helm = sandbox.bin().join("helm");
-    let mut test = sandbox.test().env("ROLLBACK_HELM", helm.to_str().unwrap());
+    let mut test = restore::test(sandbox);
     for (k, v) in env {
         test = test.env(k, v);
     }
@@ -242,7 +242,7 @@ fn service_rollback_plans_rolls_back_and_refuses_what_is_unsafe() {
     run.code(1)
         .stderr_has("traffic cannot move to the standby slot: file-watcher (blue) is not healthy")
         .stderr_has("HTTP 503")
-        .stderr_has("(nothing was changed)");
+        .stderr_has("Nothing was changed");
     assert_eq!(sandbox.cluster_state(), before);
     assert_eq!(sandbox.selector("file-watcher"), "green");
     let page = sandbox.notifications("pagerduty").last().unwrap().clone();
@@ -260,6 +260,26 @@ fn service_rollback_plans_rolls_back_and_refuses_what_is_unsafe() {
         "{report}"
     );
     assert!(!report.contains("`helm_rollback`"), "{report}");
+
+    // helm rollback --wait that times out has applied part of the release: the failure says
+    // so and reads back where the service stands.
+    cordon_every_node(&sandbox);
+    let run = service(
+        &sandbox,
+        &["--yes"],
+        &["--service", "tracklist-service", "--rollout-timeout", "8"],
+        &[],
+    );
+    run.code(1)
+        .stderr_has("helm rollback of tracktion-tracklist-service to revision 1 failed")
+        .stderr_has("the rollback (helm) failed and may be partly applied")
+        .stderr_has("tracklist-service now: traffic on blue (tracklist-service-blue: image v1.2.3, 1/1 ready, ")
+        .stderr_has("Helm release tracktion-tracklist-service at revision 3 (failed, 1.2.3)");
+    assert_eq!(sandbox.selector("tracklist-service"), "blue");
+    assert_eq!(
+        pushed(&sandbox, "rollback_service_success", "tracklist-service"),
+        Some(0.0)
+    );
 }
 
 /// Nodes cordoned: new pods stay Pending, so no rollout can finish.
@@ -329,7 +349,7 @@ fn service_rollback_ends_in_a_known_state_when_it_cannot_finish() {
             "Check that no helm process works on it (helm status tracktion-tracklist-service",
         )
         .stderr_has("run again with --allow-pending true")
-        .stderr_has("(nothing was changed)");
+        .stderr_has("Nothing was changed");
     assert_eq!(sandbox.cluster_state(), before);
     let report = run.report();
     assert!(report.contains("— FAILED"), "{report}");
