@@ -636,3 +636,23 @@ fn journal(command: JournalCommand) -> Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_parameter_names_are_the_options_of_run() {
+        // The same options a procedure's own command gets (the dynamic `rollback run X`).
+        let command = GlobalArgs::augment_args(clap::Command::new("procedure"));
+        let mut flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .chain(["help"])
+            .collect();
+        flags.sort_unstable();
+        let mut reserved = crate::engine::params::RESERVED_FLAGS.to_vec();
+        reserved.sort_unstable();
+        assert_eq!(reserved, flags);
+    }
+}

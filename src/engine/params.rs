@@ -110,6 +110,14 @@ static PARAM: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// Flags `rollback run PROCEDURE` itself takes (the global options and `--help`): a procedure
+/// parameter with one of these names could never be given. `cli`'s tests keep the list equal
+/// to the real options.
+pub const RESERVED_FLAGS: &[&str] = &[
+    "dry-run", "env", "help", "home", "journal", "operator", "platform", "quiet", "report",
+    "scripts", "stdlib", "timeout", "verbose", "wait-lock", "yes",
+];
+
 /// Reads the `//!` header at the top of a script.
 pub fn parse_header(source: &Source) -> Result<Header> {
     let mut header = Header::default();
@@ -156,6 +164,15 @@ pub fn parse_header(source: &Source) -> Result<Header> {
                 && let Err(e) = param.convert(default)
             {
                 return Err(err(line_no, format!("default value: {e}")));
+            }
+            if let Some(option) = RESERVED_FLAGS.iter().find(|f| **f == param.flag()) {
+                return Err(err(
+                    line_no,
+                    format!(
+                        "parameter '{}' would be --{option}, one of rollback's own options: rename it (e.g. 'rollout_{}')",
+                        param.name, param.name
+                    ),
+                ));
             }
             if header.params.iter().any(|p| p.name == param.name) {
                 return Err(err(
@@ -226,6 +243,14 @@ mod tests {
         let e = parse_header(&src("//! X.\n//! @param n: int = many\n")).unwrap_err();
         assert!(
             e.message.contains("--n expects a whole number, got 'many'"),
+            "{}",
+            e.message
+        );
+        let e = parse_header(&src("//! X.\n//! @param dry_run: bool = false  Y.\n")).unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "t.rhai:2: parameter 'dry_run' would be --dry-run, one of rollback's own options: rename it (e.g. 'rollout_dry_run')"
+            ),
             "{}",
             e.message
         );

@@ -188,6 +188,11 @@ fn start(
     let kube = cluster::describe(paths, &bin);
     // Recorded before anything starts: a cluster that fails half-way must still be taken down.
     state.cluster = Some(kube.clone());
+    // The testbed's Helm is not on PATH: `helm_rollback` finds it through this variable.
+    state.exports.push(Export {
+        name: "ROLLBACK_HELM".into(),
+        value: kube.bin.join("helm").display().to_string(),
+    });
     state.save(paths)?;
     // The server, the Pushgateway and Prometheus start first: Prometheus applies new scrape
     // targets only every 5 s, and the server waits for the cluster by itself, so both
