@@ -101,7 +101,7 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
     let journal = dir.path().join("journal.jsonl");
     let report_path = dir.path().join("report.md");
     let (j, r) = (journal.display().to_string(), report_path.display().to_string());
-    let mut child = restore::spawn(
+    let (_home, mut child) = restore::spawn(
         &sandbox,
         &["--yes", "--journal", &j, "--report", &r],
         "emergency",
