@@ -60,7 +60,11 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
         std::time::Duration::from_secs(60),
         || {
             let d = sandbox.kubectl_json(&["get", "deployment", "file-watcher-blue"]);
-            d["status"]["readyReplicas"].as_i64().unwrap_or(0).eq(&0).then_some(())
+            d["status"]["readyReplicas"]
+                .as_i64()
+                .unwrap_or(0)
+                .eq(&0)
+                .then_some(())
         },
     );
     let run = restore::run(&sandbox, &["--yes"], "full", &[]);
@@ -68,7 +72,10 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
         .stderr_has("blue/green switch not possible, rolling back with Helm")
         .stderr_has("1 of 4 standby slots failed their health check, so no service was switched: file-watcher");
     let report = run.report();
-    assert!(report.contains("step **Helm rollback of 4 release(s)**"), "{report}");
+    assert!(
+        report.contains("step **Helm rollback of 4 release(s)**"),
+        "{report}"
+    );
     assert!(!report.contains("`switch_slots`"), "{report}");
     for service in SERVICES {
         assert_eq!(sandbox.selector(service), "blue", "{service}");

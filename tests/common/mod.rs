@@ -346,5 +346,5 @@ pub fn wait_until<T>(
 }
 pub mod golden;
 pub mod pg;
-pub mod sandbox;
 pub mod restore;
+pub mod sandbox;

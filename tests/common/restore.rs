@@ -10,9 +10,10 @@ use std::time::Duration;
 
 /// The sandbox's `Test` with `ROLLBACK_HELM` pointing at the testbed's helm.
 pub fn test(sandbox: &Sandbox) -> Test {
-    sandbox
-        .test()
-        .env("ROLLBACK_HELM", &sandbox.bin().join("helm").display().to_string())
+    sandbox.test().env(
+        "ROLLBACK_HELM",
+        &sandbox.bin().join("helm").display().to_string(),
+    )
 }
 
 fn args<'a>(global: &[&'a str], procedure: &'a str, params: &[&'a str]) -> Vec<&'a str> {
