@@ -20,6 +20,13 @@ const MASKS: &[(&str, &str)] = &[
     (r"\+?\d+m \d{2}s", "<duration>"),
     (r"\+?\d+(\.\d+)?\s?(ms|s)\b", "<duration>"),
     (r"\b\d+\.\d+\b", "<number>"),
+    // Label-safe timestamps (rollback.io/rolled-back-at).
+    (r"\b\d{8}T\d{6}Z\b", "<stamp>"),
+    // A measured duration pushed as a metric.
+    (
+        r#""rollback_service_duration_seconds":\d+"#,
+        r#""rollback_service_duration_seconds":<n>"#,
+    ),
     // Kubernetes objects' versions, sent as preconditions in planned patches.
     (r#""resourceVersion":"\d+""#, r#""resourceVersion":"<rv>""#),
 ];
