@@ -19,6 +19,19 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
     assert_eq!(sandbox.cluster_state(), cluster);
     assert_eq!(sandbox.database_state(), database);
     assert!(sandbox.notifications("slack").is_empty());
+    // The rolling strategy's plan: batches of one, nothing changed either.
+    let rolling = restore::run(&sandbox, &["--dry-run"], "full", &["--strategy", "rolling"]);
+    rolling.success();
+    let report = rolling.report();
+    for text in [
+        "step **rolling rollback of 4 services, 1 at a time**",
+        "step **batch 1/4: analysis-service**",
+        "step **batch 4/4: tracklist-service**",
+        "milestone **restored**",
+    ] {
+        assert!(report.contains(text), "{text} not in:\n{report}");
+    }
+    assert_eq!(sandbox.cluster_state(), cluster);
 
     let run = restore::run(&sandbox, &["--yes"], "full", &[]);
     run.success();
