@@ -21,7 +21,7 @@ use std::time::Duration;
     version,
     about = "Run rollback procedures written in Rhai against Kubernetes, Helm, PostgreSQL and Prometheus.",
     args_override_self = true,
-    after_help = "Exit codes: 0 success, 1 procedure failed, 2 usage or script error, 3 aborted or out of time."
+    after_help = "Exit codes: 0 success, 1 procedure failed, 2 usage or script error, 3 aborted or out of time; 10-19 a verdict of a procedure that finished (assess: 10 consider, 11 recommended, 12 immediate rollback)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -119,6 +119,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::sandbox::SandboxCommand,
     },
+    /// Watch the environment's rollback triggers and run their procedure when one fires.
+    Watch(crate::watch::WatchArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -177,6 +179,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Repl => crate::repl::run(global),
         Command::Journal { command } => journal(command),
         Command::Sandbox { command } => crate::sandbox::run(&global, command),
+        Command::Watch(args) => crate::watch::run(global, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -306,6 +309,24 @@ pub fn watch_signals(session: &Arc<Session>, exit_on_second: bool) {
 }
 
 fn run(global: GlobalArgs, procedure: &str, raw_params: Vec<String>) -> Result<ExitCode> {
+    run_with(global, procedure, raw_params, session::new_run_id(), None)
+}
+
+/// What started a run when no person did (`rollback watch`): journaled as the run's first
+/// record and announced through `notify` before the procedure starts.
+pub struct Cause {
+    pub record: serde_json::Value,
+    pub message: String,
+}
+
+/// `rollback run`, with the run id chosen by the caller and, for an automatic run, its cause.
+pub fn run_with(
+    global: GlobalArgs,
+    procedure: &str,
+    raw_params: Vec<String>,
+    run_id: String,
+    cause: Option<Cause>,
+) -> Result<ExitCode> {
     let catalog = catalog(&global);
     let source = catalog.procedure(procedure)?;
     let header = parse_header(&source)?;
@@ -317,7 +338,6 @@ fn run(global: GlobalArgs, procedure: &str, raw_params: Vec<String>) -> Result<E
     console::set_verbosity(global.verbose, global.quiet);
     let platform = load_platform(&global, &catalog)?;
     let environment = require_env(&global, &platform)?;
-    let run_id = session::new_run_id();
     let (journal_path, report_path) = run_paths(&global, &run_id);
     let params_json: serde_json::Map<String, serde_json::Value> = params
         .iter()
@@ -354,8 +374,39 @@ fn run(global: GlobalArgs, procedure: &str, raw_params: Vec<String>) -> Result<E
         },
         session.operator
     ));
+    if let Some(cause) = cause {
+        announce(&script_engine, &session, cause);
+    }
     let result = execute(&script_engine, &session, &source, params);
-    crate::report::conclude(&session, result)
+    let code = crate::report::conclude(&session, result)?;
+    // A procedure that finished may report a verdict through its exit status (`exit_code`).
+    Ok(match crate::host::outcome::chosen(&session.records()) {
+        Some((verdict, reason)) => {
+            console::info(&format!("  exit status {verdict}: {reason}"));
+            ExitCode::from(verdict)
+        }
+        None => code,
+    })
+}
+
+/// Journals why an automatic run started and notifies through the same `notify` scripts use
+/// (a failed notification is journaled there and never stops the run).
+fn announce(script_engine: &ScriptEngine, session: &Arc<Session>, cause: Cause) {
+    let _ = session.append(crate::journal::Entry {
+        step: None,
+        function: "trigger".into(),
+        args: cause.record,
+        outcome: crate::journal::Outcome::ok(serde_json::Value::Null),
+        duration_ms: 0,
+        dry_run: session.dry_run(),
+        mutating: false,
+    });
+    let mut scope = rhai::Scope::new();
+    scope.push_constant("message", cause.message);
+    let notice = r#"notify(message, #{ severity: "critical", mention: true })"#;
+    if let Err(e) = script_engine.engine.run_with_scope(&mut scope, notice) {
+        console::warn(&format!("could not announce the automatic run: {e}"));
+    }
 }
 
 /// The runbook's recovery time objective: a run without a budget of its own gets this one.

@@ -16,3 +16,4 @@ pub mod report;
 pub mod sandbox;
 pub mod session;
 pub mod timefmt;
+pub mod watch;

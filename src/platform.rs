@@ -19,6 +19,9 @@ struct PlatformFile {
     environments: BTreeMap<String, Environment>,
     #[serde(default)]
     services: BTreeMap<String, Service>,
+    /// `[[triggers]]`: what `rollback watch` acts on in every environment.
+    #[serde(default)]
+    triggers: Option<Vec<crate::watch::trigger::Trigger>>,
 }
 
 /// Names of the metrics the Prometheus helpers query.
@@ -66,6 +69,56 @@ pub struct Environment {
     /// Backups, migrations and the self-managed cluster behind `database_url_env`.
     #[serde(default)]
     pub postgres: Option<Postgres>,
+    /// The container registry the environment's images come from (`registry::` functions).
+    #[serde(default)]
+    pub registry: Option<Registry>,
+    /// The variable that holds the Redis URL (`redis://[:password@]host:port[/db]`); never the
+    /// URL itself, since it may carry a password.
+    #[serde(default)]
+    pub redis_url_env: Option<String>,
+    /// How to count the user sessions a rollback would interrupt (`impact` reports it).
+    #[serde(default)]
+    pub sessions: Option<Sessions>,
+    /// `[[environments.X.triggers]]`: replaces the platform's triggers for this environment.
+    #[serde(default)]
+    pub triggers: Option<Vec<crate::watch::trigger::Trigger>>,
+}
+
+/// `[environments.X.registry]`: where the environment's images live and how to log in.
+/// Image references name the registry by `host`; `url` is where its API answers, so a
+/// registry reached through another address (a mirror, a local port) keeps its image names.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// The registry as written in image references: `registry.example.com` or `host:5000`.
+    pub host: String,
+    /// Where the distribution API answers (default `https://<host>`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The path under `host` the services' images are in: `<host>/<repository>/<service>:<version>`.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// The variable holding the user name, for basic auth or the token endpoint.
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// The variable holding the password or access token.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// `[environments.X.sessions]`: one way to count active sessions. `sql` is a read-only query
+/// on the environment's database returning one row with a column `n`; `redis_pattern` is a key
+/// pattern (`session:*`) for a Redis session store, counted with SCAN, never KEYS.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sessions {
+    /// What is counted, for people: "signed-in users", "open editor sessions".
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub redis_pattern: Option<String>,
 }
 
 /// `[environments.X.postgres]`: what the `pg::` functions need besides the URL. Paths are on the
@@ -154,6 +207,8 @@ pub struct Platform {
     pub metrics: Metrics,
     pub environments: BTreeMap<String, Environment>,
     pub services: BTreeMap<String, Service>,
+    /// The platform-wide `[[triggers]]`, if any file declares them.
+    pub triggers: Option<Vec<crate::watch::trigger::Trigger>>,
     /// Files merged, in order, for messages.
     pub sources: Vec<String>,
 }
@@ -192,6 +247,9 @@ impl Platform {
         }
         self.environments.extend(file.environments);
         self.services.extend(file.services);
+        if file.triggers.is_some() {
+            self.triggers = file.triggers;
+        }
         self.sources.push(name.to_string());
         Ok(())
     }
@@ -204,9 +262,11 @@ impl Platform {
                     env.namespace
                 )));
             }
+            let registry_url = env.registry.as_ref().and_then(|r| r.url.as_ref());
             for url in [&env.prometheus_url, &env.pushgateway_url]
                 .into_iter()
                 .flatten()
+                .chain(registry_url)
             {
                 url::Url::parse(url).map_err(|e| {
                     Error::usage(format!(
@@ -274,7 +334,13 @@ impl Platform {
                 &env.notify.slack_webhook_env,
                 &env.notify.pagerduty_routing_key_env,
             ];
-            for name in names.into_iter().flatten() {
+            let registry_password = env.registry.as_ref().and_then(|r| r.password_env.as_ref());
+            let names = names
+                .into_iter()
+                .chain([&env.redis_url_env])
+                .flatten()
+                .chain(registry_password);
+            for name in names {
                 if let Ok(value) = std::env::var(name) {
                     crate::redact::register(&value);
                     crate::redact::register_url_password(&value);

@@ -199,6 +199,23 @@ pub fn render(records: &[Record], journal_path: Option<&Path>) -> String {
         );
     }
 
+    if let Some((code, reason)) = crate::host::outcome::chosen(records) {
+        let _ = writeln!(out, "- Exit status {code}: {}", cell(&reason));
+    }
+    let findings = crate::host::outcome::findings(records);
+    if !findings.is_empty() {
+        let _ = writeln!(out, "\n## Findings\n");
+        for (i, line) in findings.iter().enumerate() {
+            // A heading among the findings needs blank lines around it to render as one.
+            if line.starts_with('#') {
+                let before = if i == 0 { "" } else { "\n" };
+                let _ = writeln!(out, "{before}{line}\n");
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+
     // Objectives
     let _ = writeln!(out, "\n## Objectives\n");
     let _ = writeln!(

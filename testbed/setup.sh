@@ -14,6 +14,9 @@ packages=(
   iproute2                # ss: testbed/cluster.sh checks every listener is on loopback
   util-linux              # flock, runuser
   curl                    # benches/runbook_traffic_rollback.sh, the runbook baseline
+  docker-registry         # real OCI registry for registry:: tests and the sandbox
+  apache2-utils           # htpasswd: bcrypt users for the registry auth tests
+  redis-server            # real Redis for redis:: tests and the sandbox
 )
 
 missing=()
@@ -36,6 +39,8 @@ fi
 # stop it anyway so nothing outside the test run listens.
 pkill -x prometheus 2>/dev/null || true
 pkill -x prometheus-pushgateway 2>/dev/null || true
+pkill -x docker-registry 2>/dev/null || true
+pkill -x redis-server 2>/dev/null || true
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup" >&2; exit 1; }
 

@@ -24,3 +24,22 @@ fn validate_passes_on_a_healthy_sandbox_and_its_dry_run_changes_nothing() {
     ));
     assert!(sandbox.notifications("slack").is_empty());
 }
+
+#[test]
+fn communicate_dry_run_plans_the_update_and_sends_nothing() {
+    let sandbox = Sandbox::up();
+    let plan = sandbox.procedure(
+        &["--dry-run"],
+        "communicate",
+        &[
+            "--phase",
+            "start",
+            "--message",
+            "Switching analysis-service back to v1.2.3",
+        ],
+    );
+    plan.success();
+    assert_golden("communicate-dry-run", &plan.report());
+    assert!(sandbox.notifications("slack").is_empty());
+    assert!(sandbox.notifications("pagerduty").is_empty());
+}

@@ -303,13 +303,66 @@ log(`schema ${v.version} audio_files ${counts.tables.audio_files}`);
         .stdout_has("no incidents");
     assert_eq!(health("analysis-service", "green").0, 200);
 
+    // The registry holds the image of every Deployment (named on the registry's usual host,
+    // which the environment maps to the local registry), and Redis has the seeded sessions.
+    let state = sandbox.state();
+    let data_pids: Vec<u32> = ["registry", "redis"]
+        .iter()
+        .map(|c| state[c]["pid"].as_u64().unwrap() as u32)
+        .collect();
+    let images: Vec<String> = sandbox.kubectl_json(&["get", "deployments"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["spec"]["template"]["spec"]["containers"][0]["image"].to_string())
+        .collect();
+    let env_sh = std::fs::read_to_string(sandbox.state_dir().join("env.sh")).unwrap();
+    let redis_url = env_sh
+        .lines()
+        .find_map(|l| l.strip_prefix("export ROLLBACK_SANDBOX_REDIS_URL="))
+        .unwrap()
+        .trim_matches('\'');
+    let script = format!(
+        r#"
+        let missing = [{}].filter(|image| !registry::image_exists(image).exists);
+        print(`missing=${{missing}}`);
+        import "images" as images;
+        for v in ["v1.2.2", "v1.2.3", "v1.2.4"] {{ images::require("file-watcher", v); }}
+        print(`gone=${{images::exists("file-watcher", "v9.9.9")}}`);
+        print(`pong=${{redis::ping().ok}} sessions=${{redis::count("session:*").count}}`);
+        "#,
+        images.join(", ")
+    );
+    sandbox
+        .test()
+        .env("ROLLBACK_SANDBOX_REDIS_URL", redis_url)
+        .script(&script)
+        .args(["--env", "sandbox"])
+        .run()
+        .success()
+        .stdout_has("missing=[]")
+        .stdout_has("gone=false")
+        .stdout_has("pong=true sessions=250");
+    assert!(
+        images
+            .iter()
+            .all(|i| i.starts_with("\"registry.tracktion.local/tracktion/")),
+        "{images:?}"
+    );
+    assert_eq!(images.len(), 8);
+
     // `down` stops every process and removes the environment.
     assert!(pids.len() >= 9, "{pids:?}");
     sandbox
         .rollback(&["sandbox", "down"])
         .success()
         .stdout_has("sandbox stopped");
-    let alive: Vec<u32> = pids.iter().copied().filter(|p| running(*p)).collect();
+    let alive: Vec<u32> = pids
+        .iter()
+        .chain(&data_pids)
+        .copied()
+        .filter(|p| running(*p))
+        .collect();
     assert!(alive.is_empty(), "still running: {alive:?}");
     assert!(processes_mentioning(&sandbox.home()).is_empty());
     assert!(!sandbox.environment_file().exists());
@@ -395,4 +448,43 @@ fn commands_need_a_running_sandbox_and_valid_incidents() {
         .rollback(&["sandbox", "inject", "--clear", "--down"])
         .code(2)
         .stderr_has("cannot be used with");
+}
+
+#[test]
+fn up_names_the_package_of_a_missing_registry_or_redis() {
+    // A PATH with everything `up` checks first, but no docker-registry (then no redis-server).
+    let bin = tempfile::tempdir().unwrap();
+    let which = |tool: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    for tool in ["bash", "kubectl", "prometheus", "prometheus-pushgateway"] {
+        let path = which(tool);
+        if !path.is_empty() {
+            std::os::unix::fs::symlink(&path, bin.path().join(tool)).unwrap();
+        }
+    }
+    let path = bin.path().display().to_string();
+    let sandbox = Sandbox::new(SHIPPED_PLATFORM);
+    sandbox
+        .test()
+        .env("PATH", &path)
+        .args(["sandbox", "up"])
+        .run()
+        .code(1)
+        .stderr_has("docker-registry is not installed")
+        .stderr_has("apt-get install -y docker-registry");
+    std::os::unix::fs::symlink(which("docker-registry"), bin.path().join("docker-registry"))
+        .unwrap();
+    sandbox
+        .test()
+        .env("PATH", &path)
+        .args(["sandbox", "up"])
+        .run()
+        .code(1)
+        .stderr_has("apt-get install -y redis-server");
+    assert!(!sandbox.state_dir().join("sandbox.json").exists());
 }

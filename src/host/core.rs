@@ -335,6 +335,12 @@ fn platform_map(session: &Session) -> Result<Dynamic, Box<EvalAltResult>> {
         "namespace": env.namespace,
         "prometheus_url": env.prometheus_url.clone().unwrap_or_default(),
         "pushgateway_url": env.pushgateway_url.clone().unwrap_or_default(),
+        "has_database": env.database_url_env.is_some(),
+        "sessions": env.sessions.clone().map(|s| json!({
+            "label": s.label.unwrap_or_else(|| "active sessions".into()),
+            "sql": s.sql.unwrap_or_default(),
+            "redis_pattern": s.redis_pattern.unwrap_or_default(),
+        })),
         "services": services,
     });
     rhai::serde::to_dynamic(value)

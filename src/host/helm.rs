@@ -20,7 +20,7 @@ use std::time::Instant;
 const HISTORY: FnDoc = FnDoc {
     module: Some("helm"),
     name: "history",
-    signature: "(release: string) -> array of #{revision, status, chart, chart_version, app_version, updated, description, images}",
+    signature: "(release: string) -> array of #{revision, status, chart, chart_version, app_version, updated, description, images, changes, annotations}",
     summary: "Reads a Helm release's revisions from its release Secrets, oldest first, without the helm binary.",
     example: r#"let h = helm::history("tracktion-analysis-service"); log("current: " + h[h.len() - 1].chart_version);"#,
     effect: Effect::Read,
@@ -73,6 +73,10 @@ pub struct Revision {
     pub description: String,
     /// The `image:` values of the rendered manifest.
     pub images: Vec<String>,
+    /// What this chart version changes, from its `artifacthub.io/changes` annotation.
+    pub changes: Vec<String>,
+    /// The chart's annotations (Chart.yaml), e.g. the schema version a release expects.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +195,19 @@ pub fn revision_of(release: &Value) -> Revision {
         updated: text(&info["last_deployed"]),
         description: text(&info["description"]),
         images: images_of(release["manifest"].as_str().unwrap_or_default()),
+        changes: super::changelog::parse_changes(
+            chart["annotations"][super::changelog::CHANGES_ANNOTATION]
+                .as_str()
+                .unwrap_or_default(),
+        ),
+        annotations: chart["annotations"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -421,6 +438,8 @@ mod tests {
             updated: String::new(),
             description: String::new(),
             images: Vec::new(),
+            changes: Vec::new(),
+            annotations: Default::default(),
         }
     }
 

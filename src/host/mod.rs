@@ -4,16 +4,22 @@
 //! it volatile (the optimizer must never call it at compile time) and records its docs, which
 //! `rollback docs`, the REPL's `:help`, `rollback check` and the docs tests read.
 
+pub mod changelog;
 pub mod core;
 pub mod docs;
+pub mod git;
 pub mod helm;
 pub mod http;
 pub mod k8s;
 pub mod notify;
 pub mod options;
+pub mod outcome;
 pub mod pg;
 pub mod prom;
+pub mod redis;
+pub mod registry;
 pub mod rehearsal;
+pub mod runs;
 pub mod slots;
 
 use crate::session::{Session, Stop};
@@ -169,6 +175,11 @@ pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     rehearsal::register(registrar, session);
     helm::register(registrar, session);
     pg::register(registrar, session);
+    registry::register(registrar, session);
+    redis::register(registrar, session);
+    git::register(registrar, session);
+    outcome::register(registrar, session);
+    runs::register(registrar, session);
 }
 
 /// Converts a script value into JSON for the journal (maps, arrays, scalars).

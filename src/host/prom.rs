@@ -4,8 +4,8 @@
 //! `pushgateway_url`) and the metric names from the platform's `[metrics]`, so procedures never
 //! spell either.
 
-mod api;
-mod promql;
+pub mod api;
+pub mod promql;
 mod push;
 
 use super::{Effect, FnDoc, HostError, Registrar, options};

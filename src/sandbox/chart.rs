@@ -15,8 +15,12 @@ use std::time::Duration;
 
 const CHART_NAME: &str = "tracktion-service";
 
+/// The chart annotation naming the schema version a release expects, which tells `impact`
+/// which migrations a rollback to that release leaves behind.
+pub const SCHEMA_ANNOTATION: &str = "tracktion.io/schema-version";
+
 /// The chart's files (Chart.yaml is written per revision, see `chart_yaml`).
-const FILES: [(&str, &str); 4] = [
+const FILES: [(&str, &str); 5] = [
     ("values.yaml", include_str!("chart/values.yaml")),
     (
         "templates/_helpers.tpl",
@@ -30,6 +34,10 @@ const FILES: [(&str, &str); 4] = [
         "templates/service.yaml",
         include_str!("chart/templates/service.yaml"),
     ),
+    (
+        "templates/config.yaml",
+        include_str!("chart/templates/config.yaml"),
+    ),
 ];
 
 pub struct Revision {
@@ -38,6 +46,10 @@ pub struct Revision {
     pub blue: &'static str,
     pub green: &'static str,
     pub description: &'static str,
+    /// The database schema version (highest migration) this release runs against.
+    pub schema_version: u32,
+    /// Release notes, as the chart's `artifacthub.io/changes` annotation lists them.
+    pub changes: &'static [(&'static str, &'static str)],
 }
 
 pub const HISTORY: [Revision; 2] = [
@@ -47,6 +59,11 @@ pub const HISTORY: [Revision; 2] = [
         blue: "v1.2.3",
         green: "v1.2.2",
         description: "deploy v1.2.3 to blue and switch traffic to blue",
+        schema_version: 2,
+        changes: &[(
+            "fixed",
+            "Notifications are retried when Slack rate-limits them",
+        )],
     },
     Revision {
         app_version: "1.2.4",
@@ -54,6 +71,18 @@ pub const HISTORY: [Revision; 2] = [
         blue: "v1.2.3",
         green: "v1.2.4",
         description: "deploy v1.2.4 to green and switch traffic to green",
+        schema_version: 3,
+        changes: &[
+            ("added", "Cue-point detection in track analysis"),
+            (
+                "changed",
+                "Tracklist matching tolerates misspelt artist names",
+            ),
+            (
+                "fixed",
+                "The file watcher missed files renamed on network shares",
+            ),
+        ],
     },
 ];
 
@@ -67,18 +96,28 @@ pub const NAMESPACE: &str = "tracktion";
 /// How long `helm --wait` may take for one revision.
 const HELM_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn chart_yaml(app_version: &str) -> String {
+fn chart_yaml(revision: &Revision) -> String {
     // The chart version follows the application's, as in-house charts usually do, so
-    // `helm history` shows which version each revision deployed.
+    // `helm history` shows which version each revision deployed; its release notes travel in
+    // the chart too, so the cluster knows what a rollback takes away.
+    let app_version = revision.app_version;
+    let changes: String = revision
+        .changes
+        .iter()
+        .map(|(kind, description)| {
+            format!("    - kind: {kind}\n      description: \"{description}\"\n")
+        })
+        .collect();
     format!(
-        "apiVersion: v2\nname: {CHART_NAME}\ndescription: One Tracktion service deployed blue/green (rollback sandbox demo).\ntype: application\nversion: {app_version}\nappVersion: \"{app_version}\"\n"
+        "apiVersion: v2\nname: {CHART_NAME}\ndescription: One Tracktion service deployed blue/green (rollback sandbox demo).\ntype: application\nversion: {app_version}\nappVersion: \"{app_version}\"\nannotations:\n  {SCHEMA_ANNOTATION}: \"{}\"\n  artifacthub.io/changes: |\n{changes}",
+        revision.schema_version
     )
 }
 
 /// Writes the chart of `revision` under `dir` and returns its directory.
 pub fn write_chart(dir: &Path, revision: &Revision) -> Result<PathBuf> {
     let chart = dir.join(format!("{CHART_NAME}-{}", revision.app_version));
-    let files = std::iter::once(("Chart.yaml", chart_yaml(revision.app_version)))
+    let files = std::iter::once(("Chart.yaml", chart_yaml(revision)))
         .chain(FILES.iter().map(|(name, text)| (*name, text.to_string())));
     for (name, text) in files {
         let path = chart.join(name);
@@ -267,6 +306,15 @@ mod tests {
         let chart = write_chart(dir.path(), &HISTORY[0]).unwrap();
         let meta = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
         assert!(meta.contains("appVersion: \"1.2.3\""), "{meta}");
+        assert!(
+            meta.contains("tracktion.io/schema-version: \"2\""),
+            "{meta}"
+        );
+        let notes = meta.split_once("artifacthub.io/changes: |\n").unwrap().1;
+        assert_eq!(
+            crate::host::changelog::parse_changes(notes),
+            vec!["fixed: Notifications are retried when Slack rate-limits them"]
+        );
         assert!(chart.join("templates/deployments.yaml").is_file());
     }
 }

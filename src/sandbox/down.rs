@@ -128,6 +128,10 @@ fn leftover_pids(paths: &Paths) -> Vec<u32> {
         "kwok",
         "kwokctl",
         "postgres",
+        "docker-registry",
+        "redis-server",
+        // Debian's redis-server is a link to this one binary.
+        "redis-check-rdb",
     ];
     process::pids_mentioning(&paths.dir)
         .into_iter()

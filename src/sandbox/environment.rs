@@ -15,6 +15,9 @@ pub const PAGERDUTY_ROUTING_KEY_ENV: &str = "ROLLBACK_SANDBOX_PAGERDUTY_ROUTING_
 /// step records a `database` in the state.
 pub const DATABASE_URL_ENV: &str = "ROLLBACK_SANDBOX_DATABASE_URL";
 
+/// The variable the sandbox Redis URL (with its random password) is exported in.
+pub const REDIS_URL_ENV: &str = "ROLLBACK_SANDBOX_REDIS_URL";
+
 /// The overlay text. Built as a document and serialised, so paths with quotes or
 /// backslashes stay valid TOML.
 pub fn overlay(state: &State) -> String {
@@ -48,6 +51,18 @@ pub fn overlay(state: &State) -> String {
             map.retain(|_, v| !v.is_null());
         }
         environment["postgres"] = table;
+    }
+    if let Some(p) = &state.registry {
+        // The Deployments name their images on the registry's usual host; the environment
+        // sends requests for that host to the local registry.
+        environment["registry"] = json!({
+            "host": super::registry::HOST,
+            "url": p.url(),
+            "repository": super::registry::REPOSITORY,
+        });
+    }
+    if state.redis.is_some() {
+        environment["redis_url_env"] = json!(REDIS_URL_ENV);
     }
     let document = json!({"environments": {ENVIRONMENT: environment}});
     let toml = toml::to_string(&document).expect("a JSON object converts to TOML");
@@ -126,6 +141,32 @@ mod tests {
             Some("http://127.0.0.1:4000/pagerduty/v2/enqueue")
         );
         assert_eq!(env.database_url_env, None);
+        assert!(env.registry.is_none() && env.redis_url_env.is_none());
+    }
+
+    #[test]
+    fn overlay_maps_the_image_host_to_the_local_registry_and_names_the_redis_variable() {
+        let process = |port| {
+            Some(Process {
+                pid: 1,
+                port,
+                log: PathBuf::new(),
+            })
+        };
+        let state = State {
+            registry: process(4005),
+            redis: process(4006),
+            ..State::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sandbox.toml"), overlay(&state)).unwrap();
+        let platform = Platform::load("p.toml", "", Some(dir.path())).unwrap();
+        let env = platform.environment("sandbox").unwrap();
+        let registry = env.registry.as_ref().unwrap();
+        assert_eq!(registry.host, "registry.tracktion.local");
+        assert_eq!(registry.url.as_deref(), Some("http://127.0.0.1:4005"));
+        assert_eq!(registry.repository.as_deref(), Some("tracktion"));
+        assert_eq!(env.redis_url_env.as_deref(), Some(REDIS_URL_ENV));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod receivers;
+pub mod redis;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod status;

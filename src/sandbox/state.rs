@@ -89,6 +89,14 @@ impl Paths {
         self.dir.join("pushgateway")
     }
 
+    pub fn registry(&self) -> PathBuf {
+        self.dir.join("registry")
+    }
+
+    pub fn redis(&self) -> PathBuf {
+        self.dir.join("redis")
+    }
+
     /// Another `up` or `down` holds the lock right now.
     pub fn busy(&self) -> bool {
         File::open(self.lock_file())
@@ -169,6 +177,12 @@ pub struct State {
     /// Where the sandbox's PostgreSQL keeps its data, archive and backups, for the environment.
     #[serde(default)]
     pub database_settings: Option<crate::platform::Postgres>,
+    /// The container registry holding the services' images (see `up::start_registry`).
+    #[serde(default)]
+    pub registry: Option<Process>,
+    /// Redis with the sessions (see `up::start_redis`).
+    #[serde(default)]
+    pub redis: Option<Process>,
     pub exports: Vec<Export>,
     /// Set once everything answered and the environment file was written.
     pub complete: bool,
@@ -203,6 +217,8 @@ impl State {
             ("prometheus", &self.prometheus),
             ("pushgateway", &self.pushgateway),
             ("database", &self.database),
+            ("registry", &self.registry),
+            ("redis", &self.redis),
         ]
         .into_iter()
         .filter_map(|(name, p)| p.as_ref().map(|p| (name, p)))

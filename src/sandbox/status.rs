@@ -43,11 +43,13 @@ pub fn probe(paths: &Paths, state: &State, http: &Http) -> Vec<Row> {
             ok: ready,
         });
     }
-    let probes: [(&'static str, &Option<Process>, &str); 4] = [
+    let probes: [(&'static str, &Option<Process>, &str); 6] = [
         ("server", &state.server, "/_sandbox/ready"),
         ("prometheus", &state.prometheus, "/-/ready"),
         ("pushgateway", &state.pushgateway, "/-/ready"),
         ("database", &state.database, ""),
+        ("registry", &state.registry, "/v2/"),
+        ("redis", &state.redis, ""),
     ];
     for (component, process, ready_path) in probes {
         let Some(p) = process else { continue };

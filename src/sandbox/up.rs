@@ -7,7 +7,7 @@ use super::postgres::LocalPostgres;
 use super::prometheus::{self, Binaries};
 use super::server::ServerConfig;
 use super::state::{Export, Paths, Process, Service, State, write_atomic};
-use super::{chart, cluster, down, process, receivers, status};
+use super::{chart, cluster, down, process, receivers, redis, registry, status};
 use crate::cli::GlobalArgs;
 use crate::console;
 use crate::error::{Error, Result, io_context};
@@ -127,6 +127,8 @@ fn preflight() -> Result<Binaries> {
             )));
         }
     }
+    registry::binary()?;
+    redis::binary()?;
     prometheus::binaries()
 }
 
@@ -230,6 +232,8 @@ fn start(
         wait_first_scrape(&prom, &server, http)
     })?;
     start_database(paths, state)?;
+    start_registry(paths, state, http)?;
+    start_redis(paths, state, http)?;
     state.exports.push(Export {
         name: SLACK_WEBHOOK_ENV.into(),
         value: format!("{}{}", server.url(), receivers::slack_path(&slack_token)),
@@ -271,6 +275,50 @@ fn start_database(paths: &Paths, state: &mut State) -> Result<()> {
     });
     state.save(paths)?;
     pg.detach();
+    Ok(())
+}
+
+/// The registry, recorded as soon as it runs, then the image of every service at every
+/// version the Helm revisions deploy, so `registry::image_exists` finds them.
+fn start_registry(paths: &Paths, state: &mut State, http: &Http) -> Result<()> {
+    let process = timed("starting the container registry", || {
+        registry::start(&paths.registry(), &paths.log("registry"), &INTERRUPTED)
+    })?;
+    state.registry = Some(process.clone());
+    state.save(paths)?;
+    let services: Vec<String> = state.services.iter().map(|s| s.name.clone()).collect();
+    timed(
+        &format!(
+            "pushing {} images ({})",
+            services.len() * registry::VERSIONS.len(),
+            registry::VERSIONS.join(", ")
+        ),
+        || registry::seed(http.runtime(), &process.url(), &services),
+    )?;
+    Ok(())
+}
+
+/// Redis with a random password, recorded as soon as it runs, then seeded with sessions. Its
+/// URL goes in `environment::REDIS_URL_ENV`.
+fn start_redis(paths: &Paths, state: &mut State, http: &Http) -> Result<()> {
+    let started = timed("starting Redis", || {
+        redis::start(
+            http.runtime(),
+            &paths.redis(),
+            &paths.log("redis"),
+            &INTERRUPTED,
+        )
+    })?;
+    state.redis = Some(started.process);
+    state.exports.push(Export {
+        name: environment::REDIS_URL_ENV.into(),
+        value: started.url.clone(),
+    });
+    state.save(paths)?;
+    timed(
+        &format!("seeding {} sessions in Redis", redis::SESSIONS),
+        || redis::seed(http.runtime(), &started.url),
+    )?;
     Ok(())
 }
 
@@ -399,6 +447,21 @@ pub fn print_summary(paths: &Paths, state: &State) {
     lines.push(format!("  metrics      {server}/metrics"));
     lines.push(format!("  prometheus   {}", url(&state.prometheus)));
     lines.push(format!("  pushgateway  {}", url(&state.pushgateway)));
+    if state.registry.is_some() {
+        lines.push(format!(
+            "  registry     {}   images {}/{}/<service>:<version>",
+            url(&state.registry),
+            registry::HOST,
+            registry::REPOSITORY
+        ));
+    }
+    if let Some(p) = &state.redis {
+        lines.push(format!(
+            "  redis        127.0.0.1:{}   URL in ${}",
+            p.port,
+            environment::REDIS_URL_ENV
+        ));
+    }
     lines.push(format!(
         "  receivers    Slack and PagerDuty deliveries are recorded in {}",
         paths.notifications().display()

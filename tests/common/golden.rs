@@ -20,6 +20,7 @@ const MASKS: &[(&str, &str)] = &[
     (r"\+?\d+m \d{2}s", "<duration>"),
     (r"\+?\d+(\.\d+)?\s?(ms|s)\b", "<duration>"),
     (r"\b\d+\.\d+\b", "<number>"),
+    (r"\b\d{2}:\d{2}:\d{2}\b", "<clock>"),
     // Label-safe timestamps (rollback.io/rolled-back-at).
     (r"\b\d{8}T\d{6}Z\b", "<stamp>"),
     // A measured duration pushed as a metric.

@@ -34,6 +34,8 @@ pub enum Source {
     EnvVar(String),
     /// `~/.kube/config`, which exists.
     Home(PathBuf),
+    /// Running in a pod: its service account's token and the cluster's CA.
+    InCluster,
     /// Nothing: this environment has no Kubernetes API configured.
     Missing,
 }
@@ -50,6 +52,7 @@ pub fn source(env: &Environment) -> Source {
     }
     match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")) {
         Some(path) if path.is_file() => Source::Home(path),
+        _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => Source::InCluster,
         _ => Source::Missing,
     }
 }
@@ -91,6 +94,7 @@ async fn build(env_name: &str, env: &Environment) -> Result<Kube, HostError> {
         Source::Platform(path) => (Kubeconfig::read_from(&path), path.display().to_string()),
         Source::EnvVar(var) => (Kubeconfig::read(), format!("$KUBECONFIG ({var})")),
         Source::Home(path) => (Kubeconfig::read_from(&path), path.display().to_string()),
+        Source::InCluster => return in_cluster(env_name, &env.namespace).await,
         Source::Missing => {
             return Err(HostError::Failed(format!(
                 "environment '{env_name}' has no kubeconfig: set `kubeconfig` for it in the platform definition, or KUBECONFIG"
@@ -113,6 +117,30 @@ async fn build(env_name: &str, env: &Environment) -> Result<Kube, HostError> {
     .map_err(|e| match e {
         HostError::Failed(m) => HostError::Failed(format!("environment '{env_name}': {m}")),
         other => other,
+    })
+}
+
+/// A client from the pod's service account (`Config::infer` reads its token and CA, and keeps
+/// the token fresh as the kubelet rotates it).
+async fn in_cluster(env_name: &str, namespace: &str) -> Result<Kube, HostError> {
+    let mut config = kube::Config::infer().await.map_err(|e| {
+        HostError::Failed(format!(
+            "environment '{env_name}': cannot use the pod's service account: {}",
+            chain(&e)
+        ))
+    })?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    let server = format!("{} (in-cluster)", config.cluster_url);
+    let client = kube::Client::try_from(config).map_err(|e| {
+        HostError::Failed(format!(
+            "cannot create a Kubernetes client for {server}: {}",
+            chain(&e)
+        ))
+    })?;
+    Ok(Kube {
+        client,
+        namespace: namespace.to_string(),
+        server,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod deployment;
+pub mod manifests;
 pub mod meta;
 pub mod names;
 pub mod request;
@@ -252,6 +253,7 @@ pub fn register(r: &mut Registrar, session: &Arc<Session>) {
     r.func(&GITOPS_MANAGED, move |kind: &str, name: &str| {
         gitops_managed(&s, kind, name)
     });
+    manifests::register(r, session);
 }
 
 type Outcome = Result<Dynamic, Box<EvalAltResult>>;
@@ -576,8 +578,8 @@ mod tests {
                     || ["switch_slot", "helm_rollback"].contains(&d.name)
             })
             .collect();
-        // 16 here, 3 batch functions in host::slots.
-        assert_eq!(ours.len(), 19);
+        // 19 here, 3 batch functions in host::slots.
+        assert_eq!(ours.len(), 22);
         for doc in ours {
             let name = doc.qualified_name();
             assert!(doc.summary.ends_with('.'), "{name}: {}", doc.summary);

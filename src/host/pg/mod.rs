@@ -8,6 +8,7 @@ mod api;
 pub mod backup;
 pub mod cluster;
 mod docs;
+mod dumps;
 pub mod inspect;
 pub mod migrations;
 pub mod pitr;
@@ -93,6 +94,7 @@ pub fn register(r: &mut Registrar, session: &Arc<Session>) {
     r.func(&MIGRATE_DOWN, move |to: i64, opts: Map| {
         api::migrate_down(&s, to, opts)
     });
+    dumps::register(r, session);
     let s = session.clone();
     r.func(&PITR_WINDOW, move || api::pitr_window(&s));
     let s = session.clone();
