@@ -13,6 +13,7 @@ packages=(
   jq                      # testbed/provision.sh reads go module metadata
   iproute2                # ss: testbed/cluster.sh checks every listener is on loopback
   util-linux              # flock, runuser
+  curl                    # benches/runbook_traffic_rollback.sh, the runbook baseline
   docker-registry         # real OCI registry for registry:: tests and the sandbox
   apache2-utils           # htpasswd: bcrypt users for the registry auth tests
   redis-server            # real Redis for redis:: tests and the sandbox

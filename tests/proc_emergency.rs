@@ -40,7 +40,12 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
         &sandbox,
         &["--yes"],
         "emergency",
-        &["--window", "5s", "--reason", "analysis-service answers 12% 500s"],
+        &[
+            "--window",
+            "5s",
+            "--reason",
+            "analysis-service answers 12% 500s",
+        ],
     );
     run.success()
         .stderr_has("analysis-service: error rate")
@@ -63,8 +68,16 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
     let alert = slack[0]["body"]["text"].as_str().unwrap();
     assert!(alert.starts_with("<!channel> [CRITICAL]"), "{alert}");
     assert!(alert.contains("EMERGENCY ROLLBACK on sandbox"), "{alert}");
-    assert!(alert.contains("analysis-service answers 12% 500s"), "{alert}");
-    assert!(slack[1]["body"]["text"].as_str().unwrap().contains("completed"));
+    assert!(
+        alert.contains("analysis-service answers 12% 500s"),
+        "{alert}"
+    );
+    assert!(
+        slack[1]["body"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("completed")
+    );
     let pages = sandbox.notifications("pagerduty");
     assert_eq!(pages.len(), 2, "{pages:?}");
     assert_eq!(pages[0]["body"]["event_action"], "trigger");
@@ -100,18 +113,25 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.jsonl");
     let report_path = dir.path().join("report.md");
-    let (j, r) = (journal.display().to_string(), report_path.display().to_string());
-    let mut child = restore::spawn(
+    let (j, r) = (
+        journal.display().to_string(),
+        report_path.display().to_string(),
+    );
+    let (_home, mut child) = restore::spawn(
         &sandbox,
         &["--yes", "--journal", &j, "--report", &r],
         "emergency",
         &["--force", "true"],
     );
-    wait_until("the run to reach its first attempt", Duration::from_secs(120), || {
-        std::fs::read_to_string(&journal)
-            .ok()
-            .filter(|t| t.contains("platform state: 4 on green"))
-    });
+    wait_until(
+        "the run to reach its first attempt",
+        Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(&journal)
+                .ok()
+                .filter(|t| t.contains("platform state: 4 on green"))
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     let signalled = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -120,7 +140,10 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
     assert!(signalled.success());
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(30), "no stop on SIGINT");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no stop on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
@@ -222,13 +245,23 @@ fn emergency_falls_back_then_escalates_and_copes_with_a_dead_receiver_and_the_ti
     let run = restore::test(&sandbox)
         .env("ROLLBACK_SANDBOX_SLACK_WEBHOOK_URL", &dead)
         .args([
-            "--env", "sandbox", "--operator", "sre", "--yes", "run", "emergency", "--force",
+            "--env",
+            "sandbox",
+            "--operator",
+            "sre",
+            "--yes",
+            "run",
+            "emergency",
+            "--force",
             "true",
         ])
         .run();
     run.success().stderr_lacks("hooks/dead");
     all_on(&sandbox, "blue");
     let report = run.report();
-    assert!(report.contains("notification delivery(ies) failed"), "{report}");
+    assert!(
+        report.contains("notification delivery(ies) failed"),
+        "{report}"
+    );
     assert!(report.contains("milestone **restored**"), "{report}");
 }

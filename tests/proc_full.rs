@@ -19,6 +19,19 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
     assert_eq!(sandbox.cluster_state(), cluster);
     assert_eq!(sandbox.database_state(), database);
     assert!(sandbox.notifications("slack").is_empty());
+    // The rolling strategy's plan: batches of one, nothing changed either.
+    let rolling = restore::run(&sandbox, &["--dry-run"], "full", &["--strategy", "rolling"]);
+    rolling.success();
+    let report = rolling.report();
+    for text in [
+        "step **rolling rollback of 4 services, 1 at a time**",
+        "step **batch 1/4: analysis-service**",
+        "step **batch 4/4: tracklist-service**",
+        "milestone **restored**",
+    ] {
+        assert!(report.contains(text), "{text} not in:\n{report}");
+    }
+    assert_eq!(sandbox.cluster_state(), cluster);
 
     let run = restore::run(&sandbox, &["--yes"], "full", &[]);
     run.success();
@@ -60,7 +73,11 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
         std::time::Duration::from_secs(60),
         || {
             let d = sandbox.kubectl_json(&["get", "deployment", "file-watcher-blue"]);
-            d["status"]["readyReplicas"].as_i64().unwrap_or(0).eq(&0).then_some(())
+            d["status"]["readyReplicas"]
+                .as_i64()
+                .unwrap_or(0)
+                .eq(&0)
+                .then_some(())
         },
     );
     let run = restore::run(&sandbox, &["--yes"], "full", &[]);
@@ -68,7 +85,10 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
         .stderr_has("blue/green switch not possible, rolling back with Helm")
         .stderr_has("1 of 4 standby slots failed their health check, so no service was switched: file-watcher");
     let report = run.report();
-    assert!(report.contains("step **Helm rollback of 4 release(s)**"), "{report}");
+    assert!(
+        report.contains("step **Helm rollback of 4 release(s)**"),
+        "{report}"
+    );
     assert!(!report.contains("`switch_slots`"), "{report}");
     for service in SERVICES {
         assert_eq!(sandbox.selector(service), "blue", "{service}");

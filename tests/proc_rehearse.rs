@@ -13,7 +13,14 @@ fn rehearse_recovers_from_a_down_slot_and_reports_the_time_per_step() {
         &sandbox,
         &["--yes"],
         "rehearse",
-        &["--procedure", "emergency", "--incident", "down", "--service", "file-watcher"],
+        &[
+            "--procedure",
+            "emergency",
+            "--incident",
+            "down",
+            "--service",
+            "file-watcher",
+        ],
     );
     run.success()
         .stderr_has("rehearsal of emergency passed: traffic restored at");
@@ -35,7 +42,11 @@ fn rehearse_recovers_from_a_down_slot_and_reports_the_time_per_step() {
     let rehearsed = run.file("rehearsed-emergency/report.md");
     assert!(rehearsed.contains("# Rollback report: emergency on sandbox — SUCCEEDED"));
     let incidents = sandbox.rollback(&["sandbox", "status"]);
-    assert!(!incidents.stdout.contains("down (503)"), "{}", incidents.stdout);
+    assert!(
+        !incidents.stdout.contains("down (503)"),
+        "{}",
+        incidents.stdout
+    );
 
     // The standby down as well: the rehearsal fails and says so.
     restore::select_all(&sandbox, "green");

@@ -223,9 +223,8 @@ fn run(s: &Arc<Session>, procedure: &str, params: Array) -> Outcome {
     let operator = s.operator.clone();
     let procedure = procedure.to_string();
     s.read(f, args, async move {
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            HostError::Failed(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| HostError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         let journal = dir.join("journal.jsonl");
         let report = dir.join("report.md");
         let exe = std::env::current_exe()
@@ -292,7 +291,13 @@ fn child_dir(s: &Session, procedure: &str) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join(format!("rollback-{}", s.id)));
     let safe: String = procedure
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     base.join(format!("rehearsed-{safe}"))
 }

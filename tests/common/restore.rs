@@ -29,16 +29,23 @@ pub fn run(sandbox: &Sandbox, global: &[&str], procedure: &str, params: &[&str])
     test(sandbox).args(args(global, procedure, params)).run()
 }
 
-/// The same run, started and left running (stdout and stderr piped), for signal tests.
-pub fn spawn(sandbox: &Sandbox, global: &[&str], procedure: &str, params: &[&str]) -> Child {
-    test(sandbox)
-        .args(args(global, procedure, params))
+/// The same run, started and left running (stdout and stderr piped), for signal tests. The
+/// `Test` owns the run's home and platform file: keep it until the child has exited.
+pub fn spawn(
+    sandbox: &Sandbox,
+    global: &[&str],
+    procedure: &str,
+    params: &[&str],
+) -> (Test, Child) {
+    let test = test(sandbox).args(args(global, procedure, params));
+    let child = test
         .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    (test, child)
 }
 
 /// Points every platform Service at `slot` directly, as a deploy would have left it.
