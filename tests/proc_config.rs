@@ -14,7 +14,12 @@ fn git(repo: &Path, args: &[&str]) {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["-c", "user.name=Config", "-c", "user.email=config@tracktion.local"])
+        .args([
+            "-c",
+            "user.name=Config",
+            "-c",
+            "user.email=config@tracktion.local",
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -44,9 +49,18 @@ fn config_repo(dir: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
     let releases = [
-        ("v1", manifests("1.2.3", "info", r#"{"batch_analysis": true}"#)),
-        ("v2", manifests("1.2.4", "debug", r#"{"batch_analysis": false}"#)),
-        ("v3-broken", manifests("1.2.5", "debug", r#"{"batch_analysis": }"#)),
+        (
+            "v1",
+            manifests("1.2.3", "info", r#"{"batch_analysis": true}"#),
+        ),
+        (
+            "v2",
+            manifests("1.2.4", "debug", r#"{"batch_analysis": false}"#),
+        ),
+        (
+            "v3-broken",
+            manifests("1.2.5", "debug", r#"{"batch_analysis": }"#),
+        ),
     ];
     for (tag, text) in releases {
         std::fs::write(&path, text).unwrap();
@@ -146,13 +160,17 @@ fn configuration_rolls_back_from_git_tags_and_snapshots() {
     // v2 for real: ConfigMaps replaced (Helm's labels kept), Secrets untouched, every
     // Deployment restarted.
     let v2 = run(&["--yes"], git_args("v2"));
-    v2.success().stderr_has("is in the repository but is not applied");
+    v2.success()
+        .stderr_has("is in the repository but is not applied");
     assert_no_secret_values(&v2);
     let config = config_of(&sandbox);
     for service in SERVICES {
         let data = &config[format!("configmaps/{service}-config")];
         assert!(
-            data["app.yaml"].as_str().unwrap().contains("log_level: debug"),
+            data["app.yaml"]
+                .as_str()
+                .unwrap()
+                .contains("log_level: debug"),
             "{data}"
         );
         assert_eq!(data["features.json"], r#"{"batch_analysis": false}"#);
@@ -162,10 +180,15 @@ fn configuration_rolls_back_from_git_tags_and_snapshots() {
         );
     }
     let cm = sandbox.kubectl_json(&["get", "configmap", "analysis-service-config"]);
-    assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
     assert_eq!(cm["metadata"]["labels"]["config-release"], "1.2.4");
     assert!(
-        !sandbox.kubectl(&["get", "secrets"]).contains("leaked-credentials"),
+        !sandbox
+            .kubectl(&["get", "secrets"])
+            .contains("leaked-credentials"),
         "a Secret from git was applied"
     );
     for (name, d) in sandbox.cluster_state()["deployments"].as_object().unwrap() {
@@ -215,6 +238,12 @@ fn configuration_rolls_back_from_git_tags_and_snapshots() {
     let slack = sandbox.notifications("slack");
     let texts: Vec<String> = slack.iter().map(|n| n["body"].to_string()).collect();
     assert_eq!(texts.len(), 6, "{texts:?}");
-    assert!(texts[3].contains("Configuration rollback FAILED"), "{texts:?}");
-    assert!(texts[5].contains("Configuration rollback completed"), "{texts:?}");
+    assert!(
+        texts[3].contains("Configuration rollback FAILED"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[5].contains("Configuration rollback completed"),
+        "{texts:?}"
+    );
 }

@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn ls_tree_output_keeps_blobs_only() {
-        let out = b"100644 blob aaa\tk8s/app.yaml\0160000 commit bbb\tvendor/lib\0100755 blob ccc\tk8s/a b.json\0";
+        let out = b"100644 blob aaa\tk8s/app.yaml\x00160000 commit bbb\tvendor/lib\x00100755 blob ccc\tk8s/a b.json\x00";
         assert_eq!(
             parse_ls_tree(out),
             vec![

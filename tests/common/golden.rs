@@ -18,7 +18,8 @@ const MASKS: &[(&str, &str)] = &[
     (r"127\.0\.0\.1:\d+", "<loopback>"),
     (r"Operator \| `?(\S+) on \S+", "Operator | $1 on <host>"),
     (r"\+?\d+m \d{2}s", "<duration>"),
-    (r"\+?\d+(\.\d+)?\s?(ms|s)\b", "<duration>"),
+    // \b: "k8s" is not a duration.
+    (r"\+?\b\d+(\.\d+)?\s?(ms|s)\b", "<duration>"),
     (r"\b\d+\.\d+\b", "<number>"),
     (r"\b\d{2}:\d{2}:\d{2}\b", "<clock>"),
     // Label-safe timestamps (rollback.io/rolled-back-at).

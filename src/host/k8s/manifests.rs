@@ -88,7 +88,7 @@ fn parse_config(session: &Arc<Session>, files: Array) -> Outcome {
     for file in files {
         let arg: FileArg = rhai::serde::from_dynamic(&file).map_err(|e| {
             invalid(
-                &f,
+                f,
                 HostError::Invalid(format!(
                     "each file must be a map with path and content (as git::show_tree returns): {e}"
                 )),
@@ -102,7 +102,7 @@ fn parse_config(session: &Arc<Session>, files: Array) -> Outcome {
         .map(|i| json!({"path": i.path, "bytes": i.content.len()}))
         .collect();
     let namespace = session.env_config().namespace.clone();
-    session.read(&f, json!({"files": shown}), async move {
+    session.read(f, json!({"files": shown}), async move {
         Ok(parse_files(&inputs, &namespace))
     })
 }
@@ -290,12 +290,20 @@ pub fn register_secret_values(path: &str, content: &str) {
             _ => vec![doc],
         };
         for item in items.iter().filter(|i| i["kind"] == "Secret") {
-            for value in item["stringData"].as_object().into_iter().flat_map(|m| m.values()) {
+            for value in item["stringData"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
                 if let Some(text) = value.as_str() {
                     crate::redact::register(text);
                 }
             }
-            for value in item["data"].as_object().into_iter().flat_map(|m| m.values()) {
+            for value in item["data"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
                 let Some(encoded) = value.as_str() else {
                     continue;
                 };
@@ -335,19 +343,19 @@ fn apply_configmaps(session: &Arc<Session>, list: Array) -> Outcome {
     for item in list {
         let spec: ConfigMapSpec = rhai::serde::from_dynamic(&item).map_err(|e| {
             invalid(
-                &f,
+                f,
                 HostError::Invalid(format!(
                     "each ConfigMap must be a map #{{ name, data, labels, annotations }} (as k8s::parse_config returns): {e}"
                 )),
             )
         })?;
-        names::object("ConfigMap", &spec.name).map_err(|e| invalid(&f, e))?;
+        names::object("ConfigMap", &spec.name).map_err(|e| invalid(f, e))?;
         specs.push(spec);
     }
     let args = json!({"configmaps": specs.iter().map(|s| &s.name).collect::<Vec<_>>()});
     mutation(
         session,
-        &f,
+        f,
         args,
         |kube| async move { plan_apply(&kube, specs).await },
         |plan| (plan.request(), plan.result.clone()),
@@ -490,13 +498,12 @@ struct Checked {
 
 fn check_config(session: &Arc<Session>, required: Map) -> Outcome {
     let f = CHECK_CONFIG.name;
-    let required: Required =
-        crate::host::options::parse(&f, required).map_err(|e| invalid(&f, e))?;
+    let required: Required = crate::host::options::parse(f, required).map_err(|e| invalid(f, e))?;
     for name in required.configmaps.iter().chain(&required.secrets) {
-        names::object("object", name).map_err(|e| invalid(&f, e))?;
+        names::object("object", name).map_err(|e| invalid(f, e))?;
     }
     let args = serde_json::to_value(&required).unwrap_or_default();
-    read(session, &f, args, |kube| async move {
+    read(session, f, args, |kube| async move {
         check(&kube, required).await
     })
 }
@@ -626,7 +633,10 @@ mod tests {
             "kind: ConfigMap\nmetadata: {name: c}\n---\nkind: Secret\nmetadata: {name: s}\ndata:\n  token: czNjcjN0LWZyb20tZ2l0\nstringData:\n  other: plain-from-git-42\n",
         );
         let shown = crate::redact::scrub("s3cr3t-from-git plain-from-git-42");
-        assert!(!shown.contains("s3cr3t") && !shown.contains("plain-from"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("plain-from"),
+            "{shown}"
+        );
     }
 
     #[test]
