@@ -114,8 +114,21 @@ static PARAM: LazyLock<Regex> = LazyLock::new(|| {
 /// parameter with one of these names could never be given. `cli`'s tests keep the list equal
 /// to the real options.
 pub const RESERVED_FLAGS: &[&str] = &[
-    "dry-run", "env", "help", "home", "journal", "operator", "platform", "quiet", "report",
-    "scripts", "stdlib", "timeout", "verbose", "wait-lock", "yes",
+    "dry-run",
+    "env",
+    "help",
+    "home",
+    "journal",
+    "operator",
+    "platform",
+    "quiet",
+    "report",
+    "scripts",
+    "stdlib",
+    "timeout",
+    "verbose",
+    "wait-lock",
+    "yes",
 ];
 
 /// Reads the `//!` header at the top of a script.
