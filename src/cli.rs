@@ -278,21 +278,10 @@ pub fn run_paths(global: &GlobalArgs, run_id: &str) -> (PathBuf, PathBuf) {
 pub fn watch_signals(session: &Arc<Session>, exit_on_second: bool) {
     let s = session.clone();
     session.runtime().spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut stops = crate::stop_signals::StopSignals::listen();
         let mut count = 0;
         loop {
-            let terminate = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate => {}
-            }
+            stops.next().await;
             count += 1;
             if exit_on_second && count >= 2 {
                 console::error("second interrupt: exiting now; the journal is complete up to the interrupted call, the report was not written");

@@ -15,5 +15,6 @@ pub mod repl;
 pub mod report;
 pub mod sandbox;
 pub mod session;
+pub mod stop_signals;
 pub mod timefmt;
 pub mod watch;

@@ -7,7 +7,7 @@
 //! 40 services take about as long as 4.
 
 use super::k8s::client::{self, Kube};
-use super::k8s::{deployment, mutation, names, slot};
+use super::k8s::{self, deployment, mutation, names, slot};
 use super::{Effect, FnDoc, HostError, Registrar, options};
 use crate::session::Session;
 use rhai::{Array, Dynamic, EvalAltResult, Map};
@@ -223,24 +223,12 @@ fn deployments(s: &Arc<Session>, list: Array) -> Outcome {
         let kube = client::connect(&session).await?;
         let reads = names.iter().map(|n| deployment::get(&kube, n));
         let outcomes = futures::future::join_all(reads).await;
-        let failed: Vec<String> = names
-            .iter()
-            .zip(&outcomes)
-            .filter_map(|(n, o)| o.as_ref().err().map(|e| format!("{n}: {e}")))
-            .collect();
-        if !failed.is_empty() {
-            return Err(HostError::Failed(format!(
-                "{} of {} Deployments could not be read — {}",
-                failed.len(),
-                names.len(),
-                failed.join(" — ")
-            )));
-        }
-        Ok(outcomes
-            .into_iter()
-            .flatten()
-            .map(|d| deployment::describe(&d))
-            .collect::<Vec<_>>())
+        Ok(
+            k8s::all_or_failed(&names, outcomes, "Deployments could not be read")?
+                .iter()
+                .map(deployment::describe)
+                .collect::<Vec<_>>(),
+        )
     })
 }
 

@@ -136,20 +136,8 @@ fn preflight() -> Result<Binaries> {
 /// the normal failure path stops what was started.
 fn watch_signals(http: &Http) {
     http.runtime().spawn(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminate = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate => {}
-        }
+        let mut stops = crate::stop_signals::StopSignals::listen();
+        stops.next().await;
         console::warn("interrupted: stopping what was started");
         INTERRUPTED.store(true, Ordering::SeqCst);
     });

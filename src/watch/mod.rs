@@ -381,20 +381,8 @@ fn watch(global: GlobalArgs, setup: Setup, args: WatchArgs) -> Result<ExitCode> 
         let elected = tokio::spawn(election.clone().run(stop.clone()));
         let signals = stop.clone();
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminate = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate => {}
-            }
+            let mut stops = crate::stop_signals::StopSignals::listen();
+            stops.next().await;
             console::info("stopping: handing the lead over");
             signals.cancel();
         });
