@@ -337,6 +337,7 @@ fn platform_map(session: &Session) -> Result<Dynamic, Box<EvalAltResult>> {
         "pushgateway_url": env.pushgateway_url.clone().unwrap_or_default(),
         "has_database": env.database_url_env.is_some(),
         "has_registry": env.registry.is_some(),
+        "has_redis": env.redis_url_env.is_some(),
         "sessions": env.sessions.clone().map(|s| json!({
             "label": s.label.unwrap_or_else(|| "active sessions".into()),
             "sql": s.sql.unwrap_or_default(),
