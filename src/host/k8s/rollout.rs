@@ -124,7 +124,7 @@ pub async fn wait(kube: &Kube, name: &str, timeout: Duration) -> Result<WaitResu
                         return Err(HostError::Failed(format!(
                             "lost the Kubernetes API at {} while waiting for Deployment {name} ({}); its rollout state is unknown: check the cluster, then k8s::deployment(\"{name}\")",
                             kube.server,
-                            super::client::chain(&e)
+                            crate::host::chain(&e)
                         )));
                     }
                 }
