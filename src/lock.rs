@@ -15,6 +15,7 @@
 use crate::console;
 use crate::host::HostError;
 use crate::host::k8s::client::{self, CallError, Kube, Op};
+use crate::host::k8s::lease;
 use crate::journal::{Entry, Outcome};
 use crate::session::Session;
 use crate::timefmt::format_duration;
@@ -22,7 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{PostParams, WatchParams};
+use kube::api::WatchParams;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -365,25 +366,16 @@ async fn acquire(
     ttl: i32,
     wait: bool,
 ) -> Result<Option<String>, HostError> {
-    let api = kube.api::<Lease>();
     let mut announced = false;
     loop {
-        let current = kube
-            .call_opt(Op::new("get", "leases", LEASE_NAME), api.get(LEASE_NAME))
-            .await?;
+        let current = lease::get(kube, LEASE_NAME).await?;
         let now = Timestamp::now();
         let (attempt, previous_holder) = match &current {
             None => {
-                let lease = lease_for(me, ttl, None);
-                let sent = kube
-                    .call_checked(
-                        Op::new("create", "leases", LEASE_NAME),
-                        api.create(&PostParams::default(), &lease),
-                    )
-                    .await;
+                let sent = lease::write(kube, &lease_for(me, ttl, None), false).await;
                 (sent.map(|_| ()), None)
             }
-            Some(lease) => match state(lease, &me.holder, now) {
+            Some(current) => match state(current, &me.holder, now) {
                 State::Taken(holder) => {
                     let message = holder.describe(env, now);
                     if !wait {
@@ -397,13 +389,7 @@ async fn acquire(
                     continue;
                 }
                 State::Free(previous) => {
-                    let lease = lease_for(me, ttl, Some(lease));
-                    let sent = kube
-                        .call_checked(
-                            Op::new("update", "leases", LEASE_NAME),
-                            api.replace(LEASE_NAME, &PostParams::default(), &lease),
-                        )
-                        .await;
+                    let sent = lease::write(kube, &lease_for(me, ttl, Some(current)), true).await;
                     (sent.map(|_| ()), previous)
                 }
                 State::Ours => return Ok(None),
@@ -461,7 +447,6 @@ async fn renew(
     lost: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
-    let api = kube.api::<Lease>();
     let period = Duration::from_secs_f64(f64::from(ttl) / 3.0);
     let mut warned = false;
     loop {
@@ -470,7 +455,10 @@ async fn renew(
             _ = tokio::time::sleep(period) => {}
         }
         let current = match kube
-            .call(Op::new("get", "leases", LEASE_NAME), api.get(LEASE_NAME))
+            .call(
+                Op::new("get", "leases", LEASE_NAME),
+                kube.api::<Lease>().get(LEASE_NAME),
+            )
             .await
         {
             Ok(lease) => lease,
@@ -505,13 +493,7 @@ async fn renew(
         if let Some(spec) = renewed.spec.as_mut() {
             spec.renew_time = Some(MicroTime(Timestamp::now()));
         }
-        match kube
-            .call_checked(
-                Op::new("update", "leases", LEASE_NAME),
-                api.replace(LEASE_NAME, &PostParams::default(), &renewed),
-            )
-            .await
-        {
+        match lease::write(&kube, &renewed, true).await {
             Ok(_) => warned = false,
             Err(CallError::Conflict) => {}
             Err(CallError::Other(e)) => {
@@ -527,37 +509,9 @@ async fn renew(
 }
 
 async fn release(kube: &Kube, me: &Identity) -> Result<(), HostError> {
-    let api = kube.api::<Lease>();
-    for _ in 0..3 {
-        let Some(mut lease) = kube
-            .call_opt(Op::new("get", "leases", LEASE_NAME), api.get(LEASE_NAME))
-            .await?
-        else {
-            return Ok(());
-        };
-        let Some(spec) = lease.spec.as_mut() else {
-            return Ok(());
-        };
-        if spec.holder_identity.as_deref() != Some(me.holder.as_str()) {
-            return Ok(());
-        }
-        spec.holder_identity = None;
-        spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match kube
-            .call_checked(
-                Op::new("update", "leases", LEASE_NAME),
-                api.replace(LEASE_NAME, &PostParams::default(), &lease),
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(CallError::Conflict) => continue,
-            Err(CallError::Other(e)) => return Err(e),
-        }
-    }
-    Err(HostError::Failed(
-        "the lease kept changing while being released".into(),
-    ))
+    lease::release(kube, LEASE_NAME, &me.holder)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -72,6 +72,21 @@ impl HostError {
     }
 }
 
+/// An error and its causes on one line; the innermost cause is what an operator acts on.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Whether a call changes the world (and so is only planned in dry-run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {

@@ -43,3 +43,13 @@ pub fn seconds(function: &str, what: &str, value: f64) -> Result<std::time::Dura
         )))
     }
 }
+
+/// A request timeout given as a script number of seconds: more than 0.
+pub fn timeout(function: &str, value: f64) -> Result<std::time::Duration, HostError> {
+    if value <= 0.0 {
+        return Err(HostError::Invalid(
+            "timeout must be more than 0 seconds".into(),
+        ));
+    }
+    seconds(function, "timeout", value)
+}

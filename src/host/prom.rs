@@ -192,7 +192,7 @@ fn query(session: &Session, promql: &str, opts: Map) -> Result<Dynamic, Box<Eval
     let f = "prom::query";
     let prepared = (|| -> Result<_, HostError> {
         let o: QueryOptions = options::parse(f, opts)?;
-        let timeout = timeout(f, o.timeout)?;
+        let timeout = options::timeout(f, o.timeout)?;
         if promql.trim().is_empty() {
             return Err(HostError::Invalid("the query is empty".into()));
         }
@@ -205,15 +205,6 @@ fn query(session: &Session, promql: &str, opts: Map) -> Result<Dynamic, Box<Eval
     session.read(f, args, async move {
         api::instant_query(&client, &base, &promql, &o.time, timeout).await
     })
-}
-
-fn timeout(f: &str, seconds: f64) -> Result<Duration, HostError> {
-    if seconds <= 0.0 {
-        return Err(HostError::Invalid(
-            "timeout must be more than 0 seconds".into(),
-        ));
-    }
-    options::seconds(f, "timeout", seconds)
 }
 
 /// `prom::error_rate` and `prom::p95_latency`: one query, one number.
@@ -263,7 +254,7 @@ fn push(
     let f = "prom::push";
     let prepared = (|| -> Result<_, HostError> {
         let o: PushOptions = options::parse(f, opts)?;
-        let timeout = timeout(f, o.timeout)?;
+        let timeout = options::timeout(f, o.timeout)?;
         let labels = label_texts(&o.labels)?;
         let numbers = metric_numbers(&metrics)?;
         let base = configured_url(

@@ -170,20 +170,11 @@ fn first_word(text: &str) -> &str {
     text.split_whitespace().next().unwrap_or(text)
 }
 
-fn positive_seconds(f: &str, value: f64) -> Result<Duration, HostError> {
-    if value <= 0.0 {
-        return Err(HostError::Invalid(
-            "timeout must be more than 0 seconds".into(),
-        ));
-    }
-    options::seconds(f, "timeout", value)
-}
-
 fn ping(session: &Session, opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
     let f = PING.qualified_name();
     let prepared = (|| -> Result<_, HostError> {
         let o: PingOptions = options::parse(&f, opts)?;
-        let timeout = positive_seconds(&f, o.timeout)?;
+        let timeout = options::timeout(&f, o.timeout)?;
         Ok((o, timeout, Redis::from_session(session)?))
     })();
     let (o, timeout, redis) = prepared.map_err(|e| e.into_rhai(&f))?;
@@ -227,7 +218,7 @@ fn count(session: &Session, pattern: &str, opts: Map) -> Result<Dynamic, Box<Eva
                 "batch must be between 1 and 100000".into(),
             ));
         }
-        let timeout = positive_seconds(&f, o.timeout)?;
+        let timeout = options::timeout(&f, o.timeout)?;
         if pattern.is_empty() {
             return Err(HostError::Invalid(
                 "the pattern is empty; use \"*\" to count every key".into(),

@@ -75,12 +75,7 @@ fn image_exists(session: &Session, image: &str, opts: Map) -> Result<Dynamic, Bo
     let f = IMAGE_EXISTS.qualified_name();
     let prepared = (|| -> Result<_, HostError> {
         let o: ExistsOptions = options::parse(&f, opts)?;
-        if o.timeout <= 0.0 {
-            return Err(HostError::Invalid(
-                "timeout must be more than 0 seconds".into(),
-            ));
-        }
-        let timeout = options::seconds(&f, "timeout", o.timeout)?;
+        let timeout = options::timeout(&f, o.timeout)?;
         let reference = reference::parse(image)?;
         let endpoint = endpoint(session, &reference.host)?;
         Ok((o, timeout, reference, endpoint))

@@ -12,7 +12,7 @@
 //! `run/` unix socket, `migrations/` the Tracktion migrations, `backups/` safety backups,
 //! `password` the superuser's password, `data.log` the server log.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_context};
 use crate::host::HostError;
 use crate::host::pg::cluster::Cluster;
 use crate::host::pg::tools::{Cmd, chown_tree, find_bin_dir, is_root};
@@ -69,10 +69,6 @@ fn failed(e: HostError) -> Error {
     Error::failed(e.to_string())
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::failed(format!("{what}: {e}"))
-}
-
 impl LocalPostgres {
     pub fn start(dir: &Path, port: u16) -> Result<LocalPostgres> {
         Self::start_with(dir, port, Settings::default())
@@ -95,10 +91,11 @@ impl LocalPostgres {
         } else {
             None
         };
-        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_context(e, format!("cannot create {}", dir.display())))?;
         let root = dir
             .canonicalize()
-            .map_err(io(format!("cannot resolve {}", dir.display())))?;
+            .map_err(|e| io_context(e, format!("cannot resolve {}", dir.display())))?;
         Ok(LocalPostgres {
             root,
             port,
@@ -179,7 +176,7 @@ impl LocalPostgres {
             self.socket_dir(),
         ] {
             std::fs::create_dir_all(&dir)
-                .map_err(io(format!("cannot create {}", dir.display())))?;
+                .map_err(|e| io_context(e, format!("cannot create {}", dir.display())))?;
             self.give(&dir)?;
         }
         self.write_migrations()?;
@@ -207,8 +204,9 @@ impl LocalPostgres {
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .map_err(io(format!("cannot write {}", path.display())))?;
-        writeln!(file, "{password}").map_err(io(format!("cannot write {}", path.display())))?;
+            .map_err(|e| io_context(e, format!("cannot write {}", path.display())))?;
+        writeln!(file, "{password}")
+            .map_err(|e| io_context(e, format!("cannot write {}", path.display())))?;
         self.give(&path)?;
         crate::redact::register(&password);
         Ok(password)
@@ -245,7 +243,7 @@ impl LocalPostgres {
     fn write_conf(&self, settings: &Settings) -> Result<()> {
         let conf = self.data_dir().join("postgresql.conf");
         let text = std::fs::read_to_string(&conf)
-            .map_err(io(format!("cannot read {}", conf.display())))?;
+            .map_err(|e| io_context(e, format!("cannot read {}", conf.display())))?;
         const MARK: &str = "# --- rollback sandbox ---";
         let base = text.split(MARK).next().unwrap_or_default().trim_end();
         let archive = self.archive_dir();
@@ -271,7 +269,8 @@ impl LocalPostgres {
         ];
         lines.extend(settings.extra_conf.iter().cloned());
         let out = format!("{base}\n\n{MARK}\n{}\n", lines.join("\n"));
-        std::fs::write(&conf, out).map_err(io(format!("cannot write {}", conf.display())))?;
+        std::fs::write(&conf, out)
+            .map_err(|e| io_context(e, format!("cannot write {}", conf.display())))?;
         self.give(&conf)
     }
 
@@ -373,14 +372,15 @@ impl LocalPostgres {
     /// Writes the Tracktion migrations to `migrations/` (what migrations_dir points at).
     pub fn write_migrations(&self) -> Result<PathBuf> {
         let dir = self.migrations_dir();
-        std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| io_context(e, format!("cannot create {}", dir.display())))?;
         let migrations = TRACKTION
             .get_dir("migrations")
             .expect("the Tracktion migrations are embedded");
         for file in migrations.files() {
             let name = file.path().file_name().expect("embedded files have names");
             std::fs::write(dir.join(name), file.contents())
-                .map_err(io(format!("cannot write {}", dir.display())))?;
+                .map_err(|e| io_context(e, format!("cannot write {}", dir.display())))?;
         }
         Ok(dir)
     }
@@ -406,7 +406,7 @@ impl LocalPostgres {
             .run_blocking_ok("pg_basebackup failed")
             .map_err(failed)?;
         let label = std::fs::read_to_string(dest.join("backup_label"))
-            .map_err(io(format!("{} has no backup_label", dest.display())))?;
+            .map_err(|e| io_context(e, format!("{} has no backup_label", dest.display())))?;
         let start_file = label
             .lines()
             .find_map(|l| l.strip_prefix("START WAL LOCATION:"))
@@ -538,7 +538,7 @@ fn block_on<T>(
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(io("cannot start a runtime".into()))?
+        .map_err(|e| io_context(e, "cannot start a runtime"))?
         .block_on(fut)
         .map_err(failed)
 }

@@ -67,6 +67,43 @@ pub fn run_logged(
     }
 }
 
+/// Waits until `ready` finds the just-started `child` answering (and returns what it found),
+/// checking every 50 ms for at most `limit`. A child that exits first fails with the end of its log; one that does not answer
+/// in time, or an interrupt, stops it and fails the same way. `what` names it in the message.
+pub fn wait_ready<T>(
+    child: &mut Child,
+    what: &str,
+    log: &Path,
+    limit: Duration,
+    interrupted: &AtomicBool,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::failed(format!(
+                "{what} exited at start ({status}). Log {}:\n{}",
+                log.display(),
+                log_tail(log, 10)
+            )));
+        }
+        if let Some(found) = ready() {
+            return Ok(found);
+        }
+        if Instant::now() > deadline || interrupted.load(Ordering::SeqCst) {
+            stop(child.id(), Duration::from_secs(5));
+            let _ = child.wait();
+            return Err(Error::failed(format!(
+                "{what} did not answer within {}s. Log {}:\n{}",
+                limit.as_secs(),
+                log.display(),
+                log_tail(log, 10)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The process's state letter from `/proc/PID/stat` (R, S, D, Z, …), if it exists.
 fn state_letter(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -6,8 +6,8 @@ use super::{process, prometheus};
 use crate::error::{Error, Result, io_context};
 use crate::host::redis::resp::{Connection, Failure, Target};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 pub const BINARY: &str = "redis-server";
 pub const PACKAGE: &str = "redis-server";
@@ -62,29 +62,15 @@ pub fn start(
         url: format!("redis://:{password}@127.0.0.1:{port}"),
     };
     let target = target(port, &password);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::failed(format!(
-                "Redis exited at start ({status}). Log {}:\n{}",
-                log.display(),
-                process::log_tail(log, 10)
-            )));
-        }
-        if runtime.block_on(ping(&target)) {
-            return Ok(started);
-        }
-        if Instant::now() > deadline || interrupted.load(Ordering::SeqCst) {
-            process::stop(child.id(), Duration::from_secs(5));
-            let _ = child.wait();
-            return Err(Error::failed(format!(
-                "Redis did not answer within 20s. Log {}:\n{}",
-                log.display(),
-                process::log_tail(log, 10)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    process::wait_ready(
+        &mut child,
+        "Redis",
+        log,
+        Duration::from_secs(20),
+        interrupted,
+        || runtime.block_on(ping(&target)).then_some(()),
+    )?;
+    Ok(started)
 }
 
 fn target(port: u16, password: &str) -> Target {

@@ -8,8 +8,8 @@ use crate::error::{Error, Result, io_context};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 pub const BINARY: &str = "docker-registry";
 pub const PACKAGE: &str = "docker-registry";
@@ -72,29 +72,18 @@ pub fn start(dir: &Path, log: &Path, interrupted: &AtomicBool) -> Result<Process
         log: log.to_path_buf(),
     };
     let url = format!("{}/v2/", started.url());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::failed(format!(
-                "the registry exited at start ({status}). Log {}:\n{}",
-                log.display(),
-                process::log_tail(log, 10)
-            )));
-        }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && answers(&url) {
-            return Ok(started);
-        }
-        if Instant::now() > deadline || interrupted.load(Ordering::SeqCst) {
-            process::stop(child.id(), Duration::from_secs(5));
-            let _ = child.wait();
-            return Err(Error::failed(format!(
-                "the registry did not answer within 20s. Log {}:\n{}",
-                log.display(),
-                process::log_tail(log, 10)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    process::wait_ready(
+        &mut child,
+        "the registry",
+        log,
+        Duration::from_secs(20),
+        interrupted,
+        || {
+            (std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && answers(&url))
+                .then_some(())
+        },
+    )?;
+    Ok(started)
 }
 
 /// A plain HTTP/1.0 GET on loopback: whether `/v2/` answers 200.

@@ -353,37 +353,25 @@ fn start_server(
         .arg(&paths.dir);
     let log = paths.log("server");
     let mut child = process::spawn_detached(command, &log)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::failed(format!(
-                "the sandbox server exited at start ({status}). Log {}:\n{}",
-                log.display(),
-                process::log_tail(&log, 10)
-            )));
-        }
-        let address = std::fs::read_to_string(paths.server_address()).unwrap_or_default();
-        if let Some(port) = address.rsplit(':').next().and_then(|p| p.parse().ok()) {
+    let pid = child.id();
+    process::wait_ready(
+        &mut child,
+        "the sandbox server",
+        &log,
+        Duration::from_secs(20),
+        &INTERRUPTED,
+        || {
+            let address = std::fs::read_to_string(paths.server_address()).unwrap_or_default();
+            let port = address.rsplit(':').next().and_then(|p| p.parse().ok())?;
             let server = Process {
-                pid: child.id(),
+                pid,
                 port,
                 log: log.clone(),
             };
-            if http.answers(&format!("{}/_sandbox/ready", server.url())) {
-                return Ok(server);
-            }
-        }
-        if Instant::now() > deadline || INTERRUPTED.load(Ordering::SeqCst) {
-            process::stop(child.id(), Duration::from_secs(5));
-            let _ = child.wait();
-            return Err(Error::failed(format!(
-                "the sandbox server did not answer within 20s. Log {}:\n{}",
-                log.display(),
-                process::log_tail(&log, 10)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            http.answers(&format!("{}/_sandbox/ready", server.url()))
+                .then_some(server)
+        },
+    )
 }
 
 /// `up` returns once Prometheus holds a sample of the server and the server sees the

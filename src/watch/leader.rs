@@ -8,11 +8,11 @@
 
 use crate::console;
 use crate::host::HostError;
-use crate::host::k8s::client::{CallError, Kube, Op};
+use crate::host::k8s::client::{CallError, Kube};
+use crate::host::k8s::lease;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -114,22 +114,10 @@ impl Election {
 
     /// One look at the lease: renew it if ours, take it if free or expired.
     async fn round(&self) -> Result<(), HostError> {
-        let api = self.kube.api::<Lease>();
-        let current = self
-            .kube
-            .call_opt(Op::new("get", "leases", LEASE_NAME), api.get(LEASE_NAME))
-            .await?;
+        let current = lease::get(&self.kube, LEASE_NAME).await?;
         let attempt_started = Instant::now();
         let result = match &current {
-            None => {
-                let lease = self.lease(None);
-                self.kube
-                    .call_checked(
-                        Op::new("create", "leases", LEASE_NAME),
-                        api.create(&PostParams::default(), &lease),
-                    )
-                    .await
-            }
+            None => lease::write(&self.kube, &self.lease(None), false).await,
             Some(lease) => {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let holder = spec.holder_identity.clone().unwrap_or_default();
@@ -144,13 +132,7 @@ impl Election {
                         self.kube.namespace
                     ));
                 }
-                let next = self.lease(Some(lease));
-                self.kube
-                    .call_checked(
-                        Op::new("update", "leases", LEASE_NAME),
-                        api.replace(LEASE_NAME, &PostParams::default(), &next),
-                    )
-                    .await
+                lease::write(&self.kube, &self.lease(Some(lease)), true).await
             }
         };
         match result {
@@ -223,30 +205,9 @@ impl Election {
 
     /// Empties the holder so another replica takes over at its next round, not after expiry.
     async fn release(&self) {
-        let api = self.kube.api::<Lease>();
-        let Ok(Some(mut lease)) = self
-            .kube
-            .call_opt(Op::new("get", "leases", LEASE_NAME), api.get(LEASE_NAME))
-            .await
-        else {
-            return;
-        };
-        let Some(spec) = lease.spec.as_mut() else {
-            return;
-        };
-        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-            return;
-        }
-        spec.holder_identity = None;
-        let released = self
-            .kube
-            .call_checked(
-                Op::new("update", "leases", LEASE_NAME),
-                api.replace(LEASE_NAME, &PostParams::default(), &lease),
-            )
-            .await;
+        let released = lease::release(&self.kube, LEASE_NAME, &self.identity).await;
         self.set(|v| v.renewed = None);
-        if released.is_ok() {
+        if released.is_ok_and(|ours| ours) {
             console::info(&format!(
                 "released Lease {}/{LEASE_NAME} for another replica",
                 self.kube.namespace
@@ -257,10 +218,7 @@ impl Election {
 
 /// The lease's holder and how long ago it was renewed, for `status`.
 pub async fn holder(kube: &Kube) -> Result<Option<(String, Option<Timestamp>)>, HostError> {
-    let api = kube.api::<Lease>();
-    let lease = kube
-        .call_opt(Op::new("get", "leases", LEASE_NAME), api.get(LEASE_NAME))
-        .await?;
+    let lease = lease::get(kube, LEASE_NAME).await?;
     Ok(lease.and_then(|l| {
         let spec = l.spec?;
         let holder = spec.holder_identity.filter(|h| !h.is_empty())?;

@@ -90,17 +90,14 @@ impl Setup {
         let catalog = cli::catalog(global);
         let platform = cli::load_platform(global, &catalog)?;
         let env = cli::require_env(global, &platform)?;
-        let triggers = trigger::for_environment(&platform, &env).map_err(|e| {
+        let misdeclared = |e: String| {
             Error::usage(format!(
                 "environment '{env}': {e}\nfix [[triggers]] in the platform definition"
             ))
-        })?;
+        };
+        let triggers = trigger::for_environment(&platform, &env).map_err(misdeclared)?;
         if journaled {
-            check_procedures(&catalog, &triggers).map_err(|e| {
-                Error::usage(format!(
-                    "environment '{env}': {e}\nfix [[triggers]] in the platform definition"
-                ))
-            })?;
+            check_procedures(&catalog, &triggers).map_err(misdeclared)?;
         }
         let config = platform.environment(&env)?.clone();
         let prometheus = config.prometheus_url.clone().ok_or_else(|| {

@@ -1,7 +1,7 @@
 //! One Kubernetes client per environment, built from the platform definition, and the
 //! translation of API errors into messages an operator can act on.
 
-use crate::host::HostError;
+use crate::host::{HostError, chain};
 use crate::platform::Environment;
 use crate::session::Session;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -123,25 +123,14 @@ async fn build(env_name: &str, env: &Environment) -> Result<Kube, HostError> {
 /// A client from the pod's service account (`Config::infer` reads its token and CA, and keeps
 /// the token fresh as the kubelet rotates it).
 async fn in_cluster(env_name: &str, namespace: &str) -> Result<Kube, HostError> {
-    let mut config = kube::Config::infer().await.map_err(|e| {
+    let config = kube::Config::infer().await.map_err(|e| {
         HostError::Failed(format!(
             "environment '{env_name}': cannot use the pod's service account: {}",
             chain(&e)
         ))
     })?;
-    config.connect_timeout = Some(Duration::from_secs(5));
     let server = format!("{} (in-cluster)", config.cluster_url);
-    let client = kube::Client::try_from(config).map_err(|e| {
-        HostError::Failed(format!(
-            "cannot create a Kubernetes client for {server}: {}",
-            chain(&e)
-        ))
-    })?;
-    Ok(Kube {
-        client,
-        namespace: namespace.to_string(),
-        server,
-    })
+    client_for(config, server, namespace)
 }
 
 /// A client for one namespace from a parsed kubeconfig (`shown` names it in messages).
@@ -193,12 +182,11 @@ pub async fn from_kubeconfig(
         context: context.map(str::to_string),
         ..Default::default()
     };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|e| {
             HostError::Failed(format!("the kubeconfig {shown} is unusable: {}", chain(&e)))
         })?;
-    config.connect_timeout = Some(Duration::from_secs(5));
     let server = format!(
         "{}{}",
         config.cluster_url,
@@ -206,6 +194,16 @@ pub async fn from_kubeconfig(
             .map(|c| format!(" (context {c})"))
             .unwrap_or_default()
     );
+    client_for(config, server, namespace)
+}
+
+/// The client of a finished config; `server` is what messages call it.
+fn client_for(
+    mut config: kube::Config,
+    server: String,
+    namespace: &str,
+) -> Result<Kube, HostError> {
+    config.connect_timeout = Some(Duration::from_secs(5));
     let client = kube::Client::try_from(config).map_err(|e| {
         HostError::Failed(format!(
             "cannot create a Kubernetes client for {server}: {}",
@@ -418,19 +416,4 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
     }
-}
-
-/// An error and its causes on one line; the innermost cause is what an operator acts on.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }

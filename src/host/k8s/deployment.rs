@@ -76,15 +76,7 @@ pub fn describe(d: &Deployment) -> DeploymentInfo {
     let version = version_of(&labels)
         .or_else(|| version_of(&template_labels))
         .unwrap_or_default();
-    let images = template
-        .and_then(|t| t.spec.as_ref())
-        .map(|s| {
-            s.containers
-                .iter()
-                .filter_map(|c| c.image.clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    let images = super::meta::images(template.and_then(|t| t.spec.as_ref()));
     let desired = spec.and_then(|s| s.replicas).unwrap_or(1);
     let conditions = status
         .conditions

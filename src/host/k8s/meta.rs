@@ -5,7 +5,7 @@ use super::{names, request};
 use crate::console;
 use crate::host::HostError;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, PodSpec, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -128,6 +128,17 @@ pub fn not_ready_reasons(pods: &[Pod]) -> String {
         .join("; ")
 }
 
+/// The container images of a pod spec, in order.
+pub fn images(spec: Option<&PodSpec>) -> Vec<String> {
+    spec.map(|s| {
+        s.containers
+            .iter()
+            .filter_map(|c| c.image.clone())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 pub fn describe_pod(pod: &Pod) -> PodInfo {
     let status = pod.status.clone().unwrap_or_default();
     PodInfo {
@@ -147,16 +158,7 @@ pub fn describe_pod(pod: &Pod) -> PodInfo {
             .iter()
             .map(|c| i64::from(c.restart_count))
             .sum(),
-        images: pod
-            .spec
-            .as_ref()
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .filter_map(|c| c.image.clone())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        images: images(pod.spec.as_ref()),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         created: pod
             .metadata

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod deployment;
+pub mod lease;
 pub mod manifests;
 pub mod meta;
 pub mod names;

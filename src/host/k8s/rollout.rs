@@ -124,7 +124,7 @@ pub async fn wait(kube: &Kube, name: &str, timeout: Duration) -> Result<WaitResu
                         return Err(HostError::Failed(format!(
                             "lost the Kubernetes API at {} while waiting for Deployment {name} ({}); its rollout state is unknown: check the cluster, then k8s::deployment(\"{name}\")",
                             kube.server,
-                            super::client::chain(&e)
+                            crate::host::chain(&e)
                         )));
                     }
                 }
@@ -246,16 +246,7 @@ pub async fn plan_undo(kube: &Kube, name: &str, to_revision: i64) -> Result<Undo
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    let images = template
-        .spec
-        .as_ref()
-        .map(|s| {
-            s.containers
-                .iter()
-                .filter_map(|c| c.image.clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    let images = super::meta::images(template.spec.as_ref());
     let skipped = if same_ignoring_hash(&template, &current) {
         format!("the current template already matches revision {to}")
     } else {

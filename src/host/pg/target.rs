@@ -404,16 +404,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         }
         return text;
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(&format!(": {next}"));
-        }
-        source = s.source();
-    }
-    text
+    crate::host::chain(e)
 }
 
 #[cfg(test)]
