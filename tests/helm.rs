@@ -4,11 +4,9 @@
 mod cluster;
 mod common;
 
-use base64::Engine as _;
 use cluster::{Cluster, cluster};
-use common::{Run, Test};
+use common::{Run, Test, helm_release_with_status};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -194,20 +192,7 @@ fn dry_run_shows_the_helm_command_and_runs_nothing() {
 fn set_status(c: &Cluster, ns: &str, revision: i64, status: &str) {
     let name = format!("sh.helm.release.v1.web.v{revision}");
     let secret = c.json(&["-n", ns, "get", "secret", &name]);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let stored = b64
-        .decode(secret["data"]["release"].as_str().unwrap())
-        .unwrap();
-    let gz = b64.decode(&stored).unwrap();
-    let mut json = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut json)
-        .unwrap();
-    let mut release: Value = serde_json::from_str(&json).unwrap();
-    release["info"]["status"] = Value::String(status.into());
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(release.to_string().as_bytes()).unwrap();
-    let stored = b64.encode(b64.encode(encoder.finish().unwrap()));
+    let stored = helm_release_with_status(secret["data"]["release"].as_str().unwrap(), status);
     let patch = serde_json::json!({"metadata": {"labels": {"status": status}}, "data": {"release": stored}});
     c.kubectl(&["-n", ns, "patch", "secret", &name, "-p", &patch.to_string()]);
 }

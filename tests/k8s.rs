@@ -9,8 +9,13 @@ use cluster::{Cluster, cluster, deployment, service};
 use common::{Run, Test};
 use serde_json::Value;
 
+/// A run of `text` on the test environment of namespace `ns`, not yet started.
+fn test(c: &Cluster, ns: &str, text: &str) -> Test {
+    Test::new().platform(&c.platform(ns)).script(text)
+}
+
 fn script(c: &Cluster, ns: &str, text: &str) -> Run {
-    Test::new().platform(&c.platform(ns)).script(text).run()
+    test(c, ns, text).run()
 }
 
 /// The result a host function returned, from the journal (its last call).
@@ -207,9 +212,7 @@ fn dry_run_journals_the_exact_patch_and_changes_nothing() {
     blue_green(c, &ns, "blue", "");
     c.rollout_status(&ns, "shop-green");
     let before = c.json(&["-n", &ns, "get", "deployment", "web"]);
-    let run = Test::new()
-        .platform(&c.platform(&ns))
-        .script(r#"k8s::rollout_undo("web"); k8s::scale("web", 5); switch_slot("shop"); k8s::rollout_restart("web");"#)
+    let run = test(c, &ns, r#"k8s::rollout_undo("web"); k8s::scale("web", 5); switch_slot("shop"); k8s::rollout_restart("web");"#)
         .args(["--dry-run"])
         .run();
     run.success().stderr_has("would send");
@@ -567,11 +570,7 @@ fn snapshot_and_restore_config_keep_secret_values_out_of_every_output() {
         r#"let r = k8s::restore_config("{}"); print(r);"#,
         dir.display()
     );
-    let plan = Test::new()
-        .platform(&c.platform(&ns))
-        .script(&restore)
-        .args(["--dry-run"])
-        .run();
+    let plan = test(c, &ns, &restore).args(["--dry-run"]).run();
     plan.success();
     let request = plan
         .journal()
@@ -782,15 +781,6 @@ fn rbac_forbidden_names_the_verb_and_resource() {
     );
 }
 
-/// Spawns a run that keeps going; its stderr is read line by line.
-fn spawn(test: &Test) -> std::process::Child {
-    let mut cmd = test.command();
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    cmd.spawn().unwrap()
-}
-
 fn lease_holder(c: &Cluster, ns: &str) -> String {
     let out = c.kubectl_output(
         &[
@@ -812,11 +802,13 @@ fn two_runs_contend_for_the_lock() {
     let c = cluster();
     let ns = c.namespace("lock");
     web(c, &ns, "registry.local/web:1");
-    let first = Test::new()
-        .platform(&c.platform(&ns))
-        .script(r#"k8s::label("Deployment", "web", "holder", "first"); sleep(6);"#)
-        .env("ROLLBACK_OPERATOR", "alice");
-    let mut child = spawn(&first);
+    let first = test(
+        c,
+        &ns,
+        r#"k8s::label("Deployment", "web", "holder", "first"); sleep(6);"#,
+    )
+    .env("ROLLBACK_OPERATOR", "alice");
+    let mut child = first.spawn();
     c.wait_until(
         std::time::Duration::from_secs(60),
         "the first run to take the lock",
@@ -839,18 +831,22 @@ fn two_runs_contend_for_the_lock() {
     );
 
     // A dry-run takes no lock, so it is not blocked.
-    Test::new()
-        .platform(&c.platform(&ns))
-        .script(r#"k8s::label("Deployment", "web", "holder", "plan");"#)
-        .args(["--dry-run"])
-        .run()
-        .success();
+    test(
+        c,
+        &ns,
+        r#"k8s::label("Deployment", "web", "holder", "plan");"#,
+    )
+    .args(["--dry-run"])
+    .run()
+    .success();
 
-    let queued = Test::new()
-        .platform(&c.platform(&ns))
-        .script(r#"k8s::label("Deployment", "web", "holder", "queued");"#)
-        .args(["--wait-lock"])
-        .run();
+    let queued = test(
+        c,
+        &ns,
+        r#"k8s::label("Deployment", "web", "holder", "queued");"#,
+    )
+    .args(["--wait-lock"])
+    .run();
     queued.success().stderr_has("waiting (--wait-lock)");
     assert!(child.wait().unwrap().success());
     assert_eq!(
@@ -869,11 +865,13 @@ fn a_crashed_holders_lock_expires() {
     let c = cluster();
     let ns = c.namespace("crash");
     web(c, &ns, "registry.local/web:1");
-    let doomed = Test::new()
-        .platform(&c.platform(&ns))
-        .script(r#"k8s::label("Deployment", "web", "holder", "doomed"); sleep(120);"#)
-        .env("ROLLBACK_LOCK_TTL", "3");
-    let mut child = spawn(&doomed);
+    let doomed = test(
+        c,
+        &ns,
+        r#"k8s::label("Deployment", "web", "holder", "doomed"); sleep(120);"#,
+    )
+    .env("ROLLBACK_LOCK_TTL", "3");
+    let mut child = doomed.spawn();
     c.wait_until(
         std::time::Duration::from_secs(60),
         "the doomed run to take the lock",
@@ -891,11 +889,13 @@ fn a_crashed_holders_lock_expires() {
     assert_eq!(lease_holder(c, &ns), holder);
     child.kill().unwrap();
     child.wait().unwrap();
-    let after = Test::new()
-        .platform(&c.platform(&ns))
-        .script(r#"k8s::label("Deployment", "web", "holder", "after");"#)
-        .args(["--wait-lock"])
-        .run();
+    let after = test(
+        c,
+        &ns,
+        r#"k8s::label("Deployment", "web", "holder", "after");"#,
+    )
+    .args(["--wait-lock"])
+    .run();
     after.success().stderr_has("took over the expired run lock");
     let lock = after
         .journal()
@@ -921,7 +921,7 @@ fn a_cluster_stopped_mid_call_gives_a_clear_error_within_the_budget() {
         .platform(&own.platform(&ns))
         .script(r#"k8s::wait_rollout("stuck", 600);"#)
         .args(["--timeout", "120s"]);
-    let mut child = spawn(&test);
+    let mut child = test.spawn();
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
     let mut seen = String::new();

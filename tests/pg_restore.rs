@@ -2,11 +2,12 @@
 //! PostgreSQL: what is refused, what a failure leaves behind, and what a success serves.
 
 mod common;
+use common::Run;
 use common::pg::Pg;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 /// Takes a safety backup through the binary and returns its path.
 fn backup(pg: &Pg) -> PathBuf {
@@ -36,21 +37,11 @@ fn rewrite_checksum(dump: &Path) {
     .unwrap();
 }
 
-/// A client session on the database: running a long statement, or idle like an
-/// application's pooled connection (psql waiting on a stdin that never speaks).
-fn hold_session(pg: &Pg, database: &str, busy: bool) -> Child {
-    let mut cmd = Command::new(pg.server.bin_dir().join("psql"));
-    cmd.args(["-X", "-h", "127.0.0.1", "-p", &pg.server.port().to_string()])
-        .args(["-U", "postgres", "-d", database])
-        .env("PGPASSWORD", pg.server.password())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if busy {
-        cmd.args(["-c", "SELECT pg_sleep(60)"]).stdin(Stdio::null());
-    } else {
-        cmd.stdin(Stdio::piped());
-    }
-    cmd.spawn().unwrap()
+/// `pg_restore(dump)` as a whole script.
+fn restore(pg: &Pg, dump: &Path) -> Run {
+    pg.test()
+        .script(&format!(r#"pg_restore("{}");"#, dump.display()))
+        .run()
 }
 
 fn wait_for_sessions(pg: &Pg, n: usize) {
@@ -120,8 +111,8 @@ fn a_successful_restore_serves_the_restored_data_under_the_original_name() {
         "DELETE FROM tracklist_entries WHERE position > 2; UPDATE audio_files SET format = 'wav'",
     );
     let damaged = pg.checksums("tracktion");
-    let mut busy = hold_session(&pg, "tracktion", true);
-    let mut idle = hold_session(&pg, "tracktion", false);
+    let mut busy = pg.session("tracktion", true).spawn().unwrap();
+    let mut idle = pg.session("tracktion", false).spawn().unwrap();
     wait_for_sessions(&pg, 2);
     let pids = pg.sql_in(
         "postgres",
@@ -196,10 +187,7 @@ fn a_wrong_checksum_is_refused_before_anything_changes() {
     )
     .unwrap();
     let before = pg.databases();
-    let run = pg
-        .test()
-        .script(&format!(r#"pg_restore("{}");"#, dump.display()))
-        .run();
+    let run = restore(&pg, &dump);
     run.code(1)
         .stderr_has("checksum mismatch")
         .stderr_has("nothing was changed: tracktion is untouched");
@@ -215,10 +203,7 @@ fn a_corrupted_dump_is_refused_even_with_a_matching_checksum() {
     std::fs::write(&dump, bytes).unwrap();
     rewrite_checksum(&dump);
     let before = pg.databases();
-    let run = pg
-        .test()
-        .script(&format!(r#"pg_restore("{}");"#, dump.display()))
-        .run();
+    let run = restore(&pg, &dump);
     run.code(1)
         .stderr_has("is not a readable pg_dump archive")
         .stderr_has("nothing was changed");
@@ -244,10 +229,7 @@ fn a_restore_failing_midway_leaves_the_original_byte_for_byte() {
         .unwrap();
     rewrite_checksum(&dump);
     let before = pg.checksums("tracktion");
-    let run = pg
-        .test()
-        .script(&format!(r#"pg_restore("{}");"#, dump.display()))
-        .run();
+    let run = restore(&pg, &dump);
     run.code(1)
         .stderr_has("the restore failed: pg_restore exited")
         .stderr_has("the original database tracktion is untouched and serving")

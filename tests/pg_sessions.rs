@@ -2,23 +2,14 @@
 
 mod common;
 use common::pg::Pg;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
-/// A psql session on tracktion: running a long statement, or idle on a silent stdin.
+/// A psql session on tracktion named `name`: running a long statement, or idle on a silent stdin.
 fn session(pg: &Pg, busy: bool, name: &str) -> Child {
-    let mut cmd = Command::new(pg.server.bin_dir().join("psql"));
-    cmd.args(["-X", "-h", "127.0.0.1", "-p", &pg.server.port().to_string()])
-        .args(["-U", "postgres", "-d", "tracktion"])
-        .env("PGPASSWORD", pg.server.password())
+    pg.session("tracktion", busy)
         .env("PGAPPNAME", name)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if busy {
-        cmd.args(["-c", "SELECT pg_sleep(60)"]).stdin(Stdio::null());
-    } else {
-        cmd.stdin(Stdio::piped());
-    }
-    cmd.spawn().unwrap()
+        .spawn()
+        .unwrap()
 }
 
 fn pids_of(pg: &Pg, app_prefix: &str) -> Vec<String> {

@@ -2,11 +2,9 @@
 //! readiness, the exit status that carries the decision, and the failure paths.
 
 mod common;
-use base64::Engine as _;
 use common::golden::assert_golden;
 use common::sandbox::{SERVICES, Sandbox};
-use common::{TEST_PLATFORM, Test, free_port, wait_until};
-use std::io::{Read, Write};
+use common::{TEST_PLATFORM, Test, free_port, helm_release_with_status, wait_until};
 use std::time::Duration;
 
 const MONITOR: i32 = 0;
@@ -205,22 +203,10 @@ fn bad_parameters_are_usage_errors() {
 fn stick_release(sandbox: &Sandbox, release: &str, revision: u32) {
     let name = format!("sh.helm.release.v1.{release}.v{revision}");
     let secret = sandbox.kubectl_json(&["get", "secret", &name]);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let stored = b64
-        .decode(secret["data"]["release"].as_str().unwrap())
-        .unwrap();
-    let gz = b64.decode(&stored).unwrap();
-    let mut json = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut json)
-        .unwrap();
-    let mut release_doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    release_doc["info"]["status"] = "pending-upgrade".into();
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder
-        .write_all(release_doc.to_string().as_bytes())
-        .unwrap();
-    let encoded = b64.encode(b64.encode(encoder.finish().unwrap()));
+    let encoded = helm_release_with_status(
+        secret["data"]["release"].as_str().unwrap(),
+        "pending-upgrade",
+    );
     let patch = serde_json::json!({
         "metadata": {"labels": {"status": "pending-upgrade"}},
         "data": {"release": encoded},

@@ -95,24 +95,15 @@ fn each_method_recovers_the_database_and_brings_services_back() {
 
     // Schema rollback, with Slack down: the run goes on and the report says Slack failed.
     let slack_down = sandbox
-        .test()
+        .procedure_test(
+            &["--yes"],
+            "database",
+            &["--method", "schema_rollback", "--to-version", "2"],
+        )
         .env(
             "ROLLBACK_SANDBOX_SLACK_WEBHOOK_URL",
             &format!("http://127.0.0.1:{}/down", common::free_port()),
         )
-        .args([
-            "--env",
-            "sandbox",
-            "--operator",
-            "sre",
-            "--yes",
-            "run",
-            "database",
-            "--method",
-            "schema_rollback",
-            "--to-version",
-            "2",
-        ])
         .run();
     slack_down.success();
     assert_eq!(schema_version(&sandbox), "2");

@@ -5,8 +5,8 @@ mod common;
 use common::golden::assert_golden;
 use common::restore::{self, image, replicas, select_all, selectors};
 use common::sandbox::{SERVICES, Sandbox};
-use common::{free_port, wait_until};
-use std::time::{Duration, Instant};
+use common::{free_port, interrupt, wait_until};
+use std::time::Duration;
 
 fn all_on(sandbox: &Sandbox, slot: &str) {
     for (service, selected) in selectors(sandbox) {
@@ -29,15 +29,14 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
     let cluster = sandbox.cluster_state();
     let database = sandbox.database_state();
 
-    let plan = restore::run(&sandbox, &["--dry-run"], "emergency", &["--window", "5s"]);
+    let plan = sandbox.procedure(&["--dry-run"], "emergency", &["--window", "5s"]);
     plan.success();
     assert_golden("emergency-dry-run", &plan.report());
     assert_eq!(sandbox.cluster_state(), cluster);
     assert_eq!(sandbox.database_state(), database);
     assert!(sandbox.notifications("slack").is_empty());
 
-    let run = restore::run(
-        &sandbox,
+    let run = sandbox.procedure(
         &["--yes"],
         "emergency",
         &[
@@ -117,12 +116,13 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
         journal.display().to_string(),
         report_path.display().to_string(),
     );
-    let (_home, mut child) = restore::spawn(
-        &sandbox,
+    // The `Test` owns the run's home and platform file: kept until the child has exited.
+    let home = sandbox.procedure_test(
         &["--yes", "--journal", &j, "--report", &r],
         "emergency",
         &["--force", "true"],
     );
+    let child = home.spawn();
     wait_until(
         "the run to reach its first attempt",
         Duration::from_secs(120),
@@ -133,20 +133,7 @@ fn emergency_moves_traffic_to_the_standby_its_plan_changes_nothing_and_ctrl_c_st
         },
     );
     std::thread::sleep(Duration::from_millis(500));
-    let signalled = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("interrupted by Ctrl-C"), "{stderr}");
@@ -170,7 +157,7 @@ fn emergency_falls_back_then_escalates_and_copes_with_a_dead_receiver_and_the_ti
             sandbox.inject(&["--service", service, "--slot", slot, "--down"]);
         }
     }
-    let run = restore::run(&sandbox, &["--yes"], "emergency", &[]);
+    let run = sandbox.procedure(&["--yes"], "emergency", &[]);
     run.code(1)
         .stderr_has("severity critical")
         .stderr_has("emergency rollback failed: 1/4 services healthy, below the required 75%");
@@ -224,8 +211,7 @@ fn emergency_falls_back_then_escalates_and_copes_with_a_dead_receiver_and_the_ti
         "--latency-ms",
         "30000",
     ]);
-    let run = restore::run(
-        &sandbox,
+    let run = sandbox.procedure(
         &["--yes", "--timeout", "4s"],
         "emergency",
         &["--force", "true"],
@@ -242,19 +228,9 @@ fn emergency_falls_back_then_escalates_and_copes_with_a_dead_receiver_and_the_ti
     // Slack unreachable: traffic is restored all the same and the report says who was not told.
     sandbox.inject(&["--clear"]);
     let dead = format!("http://127.0.0.1:{}/hooks/dead", free_port());
-    let run = restore::test(&sandbox)
+    let run = sandbox
+        .procedure_test(&["--yes"], "emergency", &["--force", "true"])
         .env("ROLLBACK_SANDBOX_SLACK_WEBHOOK_URL", &dead)
-        .args([
-            "--env",
-            "sandbox",
-            "--operator",
-            "sre",
-            "--yes",
-            "run",
-            "emergency",
-            "--force",
-            "true",
-        ])
         .run();
     run.success().stderr_lacks("hooks/dead");
     all_on(&sandbox, "blue");

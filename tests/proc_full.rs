@@ -3,7 +3,7 @@
 
 mod common;
 use common::golden::assert_golden;
-use common::restore::{self, image, select_all, selectors};
+use common::restore::{image, select_all, selectors};
 use common::sandbox::{SERVICES, Sandbox};
 
 #[test]
@@ -13,14 +13,14 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
     let cluster = sandbox.cluster_state();
     let database = sandbox.database_state();
 
-    let plan = restore::run(&sandbox, &["--dry-run"], "full", &[]);
+    let plan = sandbox.procedure(&["--dry-run"], "full", &[]);
     plan.success();
     assert_golden("full-dry-run", &plan.report());
     assert_eq!(sandbox.cluster_state(), cluster);
     assert_eq!(sandbox.database_state(), database);
     assert!(sandbox.notifications("slack").is_empty());
     // The rolling strategy's plan: batches of one, nothing changed either.
-    let rolling = restore::run(&sandbox, &["--dry-run"], "full", &["--strategy", "rolling"]);
+    let rolling = sandbox.procedure(&["--dry-run"], "full", &["--strategy", "rolling"]);
     rolling.success();
     let report = rolling.report();
     for text in [
@@ -33,7 +33,7 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
     }
     assert_eq!(sandbox.cluster_state(), cluster);
 
-    let run = restore::run(&sandbox, &["--yes"], "full", &[]);
+    let run = sandbox.procedure(&["--yes"], "full", &[]);
     run.success();
     for (service, slot) in selectors(&sandbox) {
         assert_eq!(slot, "blue", "{service}");
@@ -80,7 +80,7 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
                 .then_some(())
         },
     );
-    let run = restore::run(&sandbox, &["--yes"], "full", &[]);
+    let run = sandbox.procedure(&["--yes"], "full", &[]);
     run.success()
         .stderr_has("blue/green switch not possible, rolling back with Helm")
         .stderr_has("1 of 4 standby slots failed their health check, so no service was switched: file-watcher");

@@ -9,8 +9,7 @@ use common::{TEST_PLATFORM, Test};
 #[test]
 fn rehearse_recovers_from_a_down_slot_and_reports_the_time_per_step() {
     let sandbox = Sandbox::up();
-    let run = restore::run(
-        &sandbox,
+    let run = sandbox.procedure(
         &["--yes"],
         "rehearse",
         &[
@@ -50,8 +49,7 @@ fn rehearse_recovers_from_a_down_slot_and_reports_the_time_per_step() {
 
     // The standby down as well: the rehearsal fails and says so.
     restore::select_all(&sandbox, "green");
-    let run = restore::run(
-        &sandbox,
+    let run = sandbox.procedure(
         &["--yes"],
         "rehearse",
         &[

@@ -4,12 +4,11 @@
 
 mod common;
 use common::golden::assert_golden;
-use common::restore;
 use common::sandbox::{NAMESPACE, Sandbox};
-use common::{Run, free_port, http_get, wait_for_file, wait_until};
+use common::{Run, free_port, http_get, interrupt, wait_for_file, wait_until};
 use serde_json::Value;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `rollback --env sandbox … run service [params…]` with Helm from the testbed.
 fn service(sandbox: &Sandbox, global: &[&str], params: &[&str], env: &[(&str, &str)]) -> Run {
@@ -22,15 +21,11 @@ fn command(
     params: &[&str],
     env: &[(&str, &str)],
 ) -> common::Test {
-    let mut test = restore::test(sandbox);
+    let mut test = sandbox.procedure_test(global, "service", params);
     for (k, v) in env {
         test = test.env(k, v);
     }
-    let mut args = vec!["--env", "sandbox", "--operator", "sre"];
-    args.extend_from_slice(global);
-    args.extend(["run", "service"]);
-    args.extend_from_slice(params);
-    test.args(args)
+    test
 }
 
 fn run_id(report: &str) -> String {
@@ -424,30 +419,11 @@ fn service_rollback_ends_in_a_known_state_when_it_cannot_finish() {
         &["--service", "notification-service", "--method", "undo"],
         &[],
     );
-    let mut child = test
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = test.spawn();
     wait_for_file(&journal, |text| {
         text.contains("\"function\":\"rollout_undo\"")
     });
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("interrupted by Ctrl-C"), "{stderr}");

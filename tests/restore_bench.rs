@@ -12,7 +12,7 @@
 //! runbook's `sleep 5`) is passed to the baseline.
 
 mod common;
-use common::restore::{self, select_all};
+use common::restore::select_all;
 use common::sandbox::{SHIPPED_PLATFORM, Sandbox};
 use std::path::PathBuf;
 use std::process::Command;
@@ -103,7 +103,7 @@ fn procedure(sandbox: &Sandbox, name: &str) -> Timing {
     let j = journal.display().to_string();
     let spawned = chrono::Utc::now();
     let started = Instant::now();
-    let run = restore::run(sandbox, &["--yes", "--journal", &j], name, &[]);
+    let run = sandbox.procedure(&["--yes", "--journal", &j], name, &[]);
     let total = started.elapsed().as_secs_f64();
     run.success();
     let at = |milestone: &str| -> f64 {

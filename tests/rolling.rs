@@ -5,7 +5,6 @@
 mod common;
 use common::Run;
 use common::http_get;
-use common::restore;
 use common::sandbox::Sandbox;
 
 /// The procedure under test: the account goes to the notification and, on failure, the error.
@@ -35,10 +34,7 @@ fn rolling(sandbox: &Sandbox, params: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("rolling.rhai");
     std::fs::write(&script, ROLLING).unwrap();
-    let mut args = vec!["--env", "sandbox", "--operator", "sre", "--yes", "run"];
-    args.push(script.to_str().unwrap());
-    args.extend_from_slice(params);
-    restore::test(sandbox).args(args).run()
+    sandbox.procedure(&["--yes"], script.to_str().unwrap(), params)
 }
 
 fn last_revision(sandbox: &Sandbox, service: &str) -> (u64, String) {

@@ -3,7 +3,6 @@
 mod common;
 use common::Test;
 use common::http::{HttpServer, Reply};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -52,13 +51,7 @@ fn time_budget_stops_a_busy_script_between_operations() {
 fn ctrl_c_stops_the_run_and_writes_the_report() {
     let t = Test::new().script("log(\"waiting\");\nsleep(60);\nlog(\"never\");\n");
     let journal = t.journal();
-    let mut cmd = t.command();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = t.spawn();
     common::wait_for_file(&journal, |text| text.contains("\"function\":\"log\""));
     std::thread::sleep(Duration::from_millis(200));
     let status = std::process::Command::new("kill")

@@ -132,6 +132,16 @@ impl Test {
         cmd
     }
 
+    /// The command started and left running, stdin closed and stdout and stderr piped.
+    pub fn spawn(&self) -> std::process::Child {
+        self.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollback")
+    }
+
     pub fn run(self) -> Run {
         let mut cmd = self.command();
         cmd.stdin(if self.stdin.is_some() {
@@ -324,6 +334,45 @@ pub fn http_request(method: &str, url: &str, body: &str) -> (u16, String) {
 
 pub fn http_get(url: &str) -> (u16, String) {
     http_request("GET", url, "")
+}
+
+/// A Helm release record (`data.release` of its `sh.helm.release.v1.*` Secret: base64 of the
+/// base64 of gzipped JSON) with its status set to `status`, as a helm process that died
+/// mid-upgrade leaves it.
+pub fn helm_release_with_status(record: &str, status: &str) -> String {
+    use base64::Engine as _;
+    use std::io::Read;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let stored = b64.decode(record).unwrap();
+    let gz = b64.decode(&stored).unwrap();
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut json)
+        .unwrap();
+    let mut release: serde_json::Value = serde_json::from_str(&json).unwrap();
+    release["info"]["status"] = serde_json::Value::String(status.into());
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(release.to_string().as_bytes()).unwrap();
+    b64.encode(b64.encode(encoder.finish().unwrap()))
+}
+
+/// Sends SIGINT (Ctrl-C) to a spawned run and waits for it to exit, for at most 30 s (a hang
+/// guard, not a timing check): its output.
+pub fn interrupt(mut child: std::process::Child) -> Output {
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no stop on SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Polls `check` until it returns Some, for at most `limit`; a hang guard, not a timing check.

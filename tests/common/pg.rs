@@ -4,6 +4,7 @@
 use super::{TEST_PLATFORM, Test, free_port};
 use rollback::sandbox::postgres::{LocalPostgres, Settings, TRACKTION_DB};
 use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The variable the test platform names as `database_url_env`.
@@ -72,6 +73,30 @@ impl Pg {
         Test::new()
             .platform(&self.platform())
             .env(URL_VAR, &self.url())
+    }
+
+    /// A psql client session on `database`, not yet started: running a long statement when
+    /// `busy`, else idle like an application's pooled connection (waiting on a stdin that
+    /// never speaks).
+    pub fn session(&self, database: &str, busy: bool) -> Command {
+        let mut cmd = Command::new(self.server.bin_dir().join("psql"));
+        cmd.args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.server.port().to_string(),
+        ])
+        .args(["-U", "postgres", "-d", database])
+        .env("PGPASSWORD", self.server.password())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if busy {
+            cmd.args(["-c", "SELECT pg_sleep(60)"]).stdin(Stdio::null());
+        } else {
+            cmd.stdin(Stdio::piped());
+        }
+        cmd
     }
 
     pub fn sql(&self, sql: &str) -> String {

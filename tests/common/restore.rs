@@ -1,52 +1,11 @@
 //! Helpers for the traffic-restoring procedures' end-to-end tests (emergency, full, rehearse):
-//! runs with the sandbox's helm, slot switches done behind the procedures' back, and waits
-//! for an incident to show in Prometheus.
+//! slot switches done behind the procedures' back, waits for an incident to show in
+//! Prometheus, and the Deployments' images and replicas.
 #![allow(dead_code)]
 
 use super::sandbox::Sandbox;
-use super::{Run, Test, wait_until};
-use std::process::{Child, Stdio};
+use super::wait_until;
 use std::time::Duration;
-
-/// The sandbox's `Test` with `ROLLBACK_HELM` pointing at the testbed's helm.
-pub fn test(sandbox: &Sandbox) -> Test {
-    sandbox.test().env(
-        "ROLLBACK_HELM",
-        &sandbox.bin().join("helm").display().to_string(),
-    )
-}
-
-fn args<'a>(global: &[&'a str], procedure: &'a str, params: &[&'a str]) -> Vec<&'a str> {
-    let mut all = vec!["--env", "sandbox", "--operator", "sre"];
-    all.extend_from_slice(global);
-    all.extend(["run", procedure]);
-    all.extend_from_slice(params);
-    all
-}
-
-/// `rollback --env sandbox --operator sre [global…] run <procedure> [params…]` with helm.
-pub fn run(sandbox: &Sandbox, global: &[&str], procedure: &str, params: &[&str]) -> Run {
-    test(sandbox).args(args(global, procedure, params)).run()
-}
-
-/// The same run, started and left running (stdout and stderr piped), for signal tests. The
-/// `Test` owns the run's home and platform file: keep it until the child has exited.
-pub fn spawn(
-    sandbox: &Sandbox,
-    global: &[&str],
-    procedure: &str,
-    params: &[&str],
-) -> (Test, Child) {
-    let test = test(sandbox).args(args(global, procedure, params));
-    let child = test
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    (test, child)
-}
 
 /// Points every platform Service at `slot` directly, as a deploy would have left it.
 pub fn select_all(sandbox: &Sandbox, slot: &str) {

@@ -108,11 +108,16 @@ impl Sandbox {
 
     /// `rollback --env sandbox --operator sre [global…] run <procedure> [params…]`.
     pub fn procedure(&self, global: &[&str], procedure: &str, params: &[&str]) -> Run {
+        self.procedure_test(global, procedure, params).run()
+    }
+
+    /// The same command, not yet run: for more environment, or to start it and leave it running.
+    pub fn procedure_test(&self, global: &[&str], procedure: &str, params: &[&str]) -> Test {
         let mut args = vec!["--env", ENV, "--operator", "sre"];
         args.extend_from_slice(global);
         args.extend(["run", procedure]);
         args.extend_from_slice(params);
-        self.rollback(&args)
+        self.test().args(args)
     }
 
     /// `rollback sandbox inject …`, which must succeed.
