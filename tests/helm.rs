@@ -155,6 +155,56 @@ fn history_is_read_from_release_secrets_and_rollback_restores_the_image() {
 }
 
 #[test]
+fn histories_of_many_releases_match_each_release_history() {
+    let c = cluster();
+    let ns = c.namespace("helm-many");
+    let home = two_revisions(c, &ns);
+    let chart = chart(home.path());
+    helm(
+        c,
+        home.path(),
+        &ns,
+        &[
+            "install",
+            "api",
+            chart.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
+    let run = run(
+        c,
+        &ns,
+        r#"let all = helm::histories(["web", "api"]); helm::history("web"); helm::history("api"); print(all.keys().len());"#,
+        &[],
+    );
+    run.success().stdout_has("2");
+    let all = result(&run, "histories");
+    let journal = run.journal();
+    let singles: Vec<&Value> = journal
+        .iter()
+        .filter(|r| r["function"] == "history")
+        .map(|r| &r["outcome"]["result"])
+        .collect();
+    assert_eq!(&all["web"], singles[0]);
+    assert_eq!(&all["api"], singles[1]);
+    assert_eq!(all["web"].as_array().unwrap().len(), 2);
+    assert_eq!(all["api"][0]["images"], serde_json::json!(["web:1"]));
+
+    let one = self::run(c, &ns, r#"helm::histories(["web", "nope"]);"#, &[]);
+    one.code(1)
+        .stderr_has("no Helm release 'nope' in namespace");
+    let two = self::run(c, &ns, r#"helm::histories(["nope", "web", "gone"]);"#, &[]);
+    two.code(1)
+        .stderr_has("no Helm releases 'nope', 'gone' in namespace");
+    let empty = self::run(c, &ns, r#"helm::histories([]);"#, &[]);
+    empty.code(2).stderr_has("no releases given");
+    let bad = self::run(c, &ns, r#"helm::histories(["web", "Not_A_Name"]);"#, &[]);
+    bad.code(2).stderr_has("Not_A_Name");
+}
+
+#[test]
 fn dry_run_shows_the_helm_command_and_runs_nothing() {
     let c = cluster();
     let ns = c.namespace("helm-dry");

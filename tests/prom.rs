@@ -192,6 +192,80 @@ fn p95_latency_matches_the_histogram_interpolation() {
 }
 
 #[test]
+fn the_many_service_forms_give_each_service_what_the_one_service_form_gives() {
+    let run = run_with_prometheus(
+        r#"
+        let names = ["analysis-service", "file-watcher", "no-such-service"];
+        let rates = prom::error_rates(names, #{ window: "1m" });
+        let p95s = prom::p95_latencies(names, #{ window: "1m" });
+        for name in names {
+            let one = prom::error_rate(#{ service: name, window: "1m" });
+            let p95 = prom::p95_latency(#{ service: name, window: "1m" });
+            // Approximately: the two queries may see a different number of scrapes.
+            let same_rate = (rates[name].value - one.value).abs() < 0.000001;
+            let same_p95 = (p95s[name].value - p95.value).abs() < 0.000001;
+            print(`${name} rate=${same_rate} ${rates[name].has_data == one.has_data} p95=${same_p95} ${p95s[name].has_data == p95.has_data}`);
+        }
+        "#,
+    );
+    run.success()
+        .stdout_has("analysis-service rate=true true p95=true true")
+        .stdout_has("file-watcher rate=true true p95=true true")
+        .stdout_has("no-such-service rate=true true p95=true true");
+    let rates = journal_result(&run, "prom::error_rates", 0);
+    // 6 of 100 and 5 of 50 requests end in 5xx; a service with no requests has no data.
+    assert!(
+        (number(&rates["analysis-service"]["value"]) - 6.0).abs() < 1e-6,
+        "{rates}"
+    );
+    assert!(
+        (number(&rates["file-watcher"]["value"]) - 10.0).abs() < 1e-6,
+        "{rates}"
+    );
+    assert_eq!(rates["no-such-service"]["has_data"], false, "{rates}");
+    assert_eq!(
+        rates["file-watcher"]["query"],
+        r#"sum by (service) (rate(http_requests_total{service=~"analysis-service|file-watcher|no-such-service",status=~"5.."}[1m])) / sum by (service) (rate(http_requests_total{service=~"analysis-service|file-watcher|no-such-service"}[1m])) * 100"#
+    );
+    let p95s = journal_result(&run, "prom::p95_latencies", 0);
+    assert!(
+        (number(&p95s["analysis-service"]["value"]) - 750.0).abs() < 1e-6,
+        "{p95s}"
+    );
+    // file-watcher's requests all take under 50 ms: its own histogram, not analysis-service's.
+    assert!(number(&p95s["file-watcher"]["value"]) <= 50.0, "{p95s}");
+    let records: Vec<_> = run
+        .journal()
+        .into_iter()
+        .filter(|r| r["function"] == "prom::error_rates")
+        .collect();
+    assert_eq!(records.len(), 1, "one call, one journal record");
+    assert_eq!(
+        records[0]["args"]["services"],
+        json!(["analysis-service", "file-watcher", "no-such-service"])
+    );
+}
+
+#[test]
+fn the_many_service_forms_refuse_what_they_cannot_query() {
+    run_with_prometheus(r#"prom::error_rates([]);"#)
+        .code(2)
+        .stderr_has("no services given");
+    run_with_prometheus(r#"prom::p95_latencies(["analysis-service", 42]);"#)
+        .code(2)
+        .stderr_has("services must be names (strings)");
+    run_with_prometheus(r#"prom::error_rates(["analysis-service"], #{ window: "5 m" });"#)
+        .code(2)
+        .stderr_has("is not a Prometheus duration");
+    // A name with regex characters matches only itself.
+    let run = run_with_prometheus(r#"prom::error_rates(["analysis.service", "file-.*"]);"#);
+    run.success();
+    let rates = journal_result(&run, "prom::error_rates", 0);
+    assert_eq!(rates["analysis.service"]["has_data"], false, "{rates}");
+    assert_eq!(rates["file-.*"]["has_data"], false, "{rates}");
+}
+
+#[test]
 fn query_returns_labels_values_and_time() {
     let stack = stack();
     let run = run_with_prometheus(
@@ -445,6 +519,8 @@ fn docs_list_the_prometheus_functions() {
         "prom::query",
         "prom::error_rate",
         "prom::p95_latency",
+        "prom::error_rates",
+        "prom::p95_latencies",
         "prom::push",
     ] {
         run.stdout_has(&format!("{name}("));

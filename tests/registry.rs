@@ -186,6 +186,67 @@ fn pushed_images_exist_with_their_digest_and_deleted_ones_do_not() {
     assert_eq!(kept, sha256_of_manifest(&registry, &kept));
 }
 
+#[test]
+fn many_images_are_checked_in_one_call_in_their_order() {
+    let registry = Registry::start(false);
+    let analysis = registry.push("tracktion/analysis-service", "v1.2.3", None);
+    let watcher = registry.push("tracktion/file-watcher", "v2.0.0", None);
+    // More images than are checked at once, so the batch is answered in several rounds.
+    let mut images = Vec::new();
+    for i in 0..10 {
+        images.push(format!("{HOST}/tracktion/analysis-service:v1.2.3"));
+        images.push(format!("{HOST}/tracktion/never-pushed:v{i}"));
+    }
+    images.push(format!("{HOST}/tracktion/file-watcher:v2.0.0"));
+    let list = images
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let run = Test::new()
+        .platform(&platform(&registry.url(), false))
+        .script(&format!(
+            "let found = registry::images_exist([{list}]); print(`checked=${{found.len()}}`);"
+        ))
+        .run();
+    run.success().stdout_has("checked=21");
+    let found = results(&run, "registry::images_exist");
+    assert_eq!(found.len(), 1, "one call, one journal record");
+    let found = found[0].as_array().unwrap();
+    for (i, image) in images.iter().enumerate() {
+        let expected = !image.contains("never-pushed");
+        assert_eq!(found[i]["exists"], expected, "{i}: {image}");
+        assert_eq!(found[i]["reference"], image.as_str());
+    }
+    assert_eq!(found[0]["digest"], analysis.as_str());
+    assert_eq!(found[20]["digest"], watcher.as_str());
+
+    // One bad reference: a usage error before anything is asked.
+    let run = Test::new()
+        .platform(&platform(&registry.url(), false))
+        .script(&format!(
+            r#"registry::images_exist(["{HOST}/tracktion/file-watcher:v2.0.0", "Bad Name:1"]);"#
+        ))
+        .run();
+    run.code(2).stderr_has("is not a valid image reference");
+    assert!(results(&run, "registry::images_exist").is_empty());
+
+    // A registry that is down: one error naming every image that could not be checked.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let run = Test::new()
+        .platform(&platform(&url, false))
+        .script(&format!(
+            r#"registry::images_exist(["{HOST}/tracktion/analysis-service:v1", "{HOST}/tracktion/file-watcher:v2"]);"#
+        ))
+        .run();
+    run.code(1)
+        .stderr_has("2 of 2 images could not be checked")
+        .stderr_has(&format!(
+            "{HOST}/tracktion/analysis-service:v1: cannot reach the registry {HOST} at {url}"
+        ))
+        .stderr_has(&format!("{HOST}/tracktion/file-watcher:v2: cannot reach"));
+}
+
 /// The digest of the manifest as the registry serves it.
 fn sha256_of_manifest(registry: &Registry, digest: &str) -> String {
     let url = format!(

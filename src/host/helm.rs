@@ -10,9 +10,10 @@ use crate::session::Session;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
-use rhai::{Dynamic, EvalAltResult, Map};
+use rhai::{Array, Dynamic, EvalAltResult, Map};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,15 @@ const HISTORY: FnDoc = FnDoc {
     signature: "(release: string) -> array of #{revision, status, chart, chart_version, app_version, updated, description, images, changes, annotations}",
     summary: "Reads a Helm release's revisions from its release Secrets, oldest first, without the helm binary.",
     example: r#"let h = helm::history("tracktion-analysis-service"); log("current: " + h[h.len() - 1].chart_version);"#,
+    effect: Effect::Read,
+};
+
+const HISTORIES: FnDoc = FnDoc {
+    module: Some("helm"),
+    name: "histories",
+    signature: "(releases: array) -> #{release: array of revisions as helm::history returns them}",
+    summary: "Reads many Helm releases' revisions from one list of their release Secrets, so the time does not grow with the platform; throws naming every release that has none.",
+    example: r#"let all = helm::histories(["tracktion-analysis-service", "tracktion-file-watcher"]); for r in all.keys() { log(`${r}: ${all[r].len()} revisions`); }"#,
     effect: Effect::Read,
 };
 
@@ -95,6 +105,8 @@ pub fn register(r: &mut Registrar, session: &Arc<Session>) {
     let s = session.clone();
     r.func(&HISTORY, move |release: &str| history(&s, release));
     let s = session.clone();
+    r.func(&HISTORIES, move |releases: Array| histories(&s, releases));
+    let s = session.clone();
     r.func(&HELM_ROLLBACK, move |release: &str| {
         rollback(&s, release, 0, Map::new())
     });
@@ -130,35 +142,103 @@ fn history(s: &Arc<Session>, release: &str) -> Result<Dynamic, Box<EvalAltResult
     })
 }
 
+fn histories(s: &Arc<Session>, releases: Array) -> Result<Dynamic, Box<EvalAltResult>> {
+    let f = HISTORIES.name;
+    let names = (|| -> Result<Vec<String>, HostError> {
+        if releases.is_empty() {
+            return Err(HostError::Invalid(
+                "no releases given: pass at least one Helm release name".into(),
+            ));
+        }
+        let mut names = Vec::new();
+        for release in releases {
+            let release = release.into_immutable_string().map_err(|t| {
+                HostError::Invalid(format!("releases must be names (strings), got a {t}"))
+            })?;
+            check_release(&release)?;
+            names.push(release.to_string());
+        }
+        Ok(names)
+    })()
+    .map_err(|e| e.into_rhai(f))?;
+    let session = s.clone();
+    s.read(f, json!({"releases": names}), async move {
+        let kube = client::connect(&session).await?;
+        read_histories(&kube, &names).await
+    })
+}
+
 /// Helm 3 stores revision N of release R in Secret `sh.helm.release.v1.R.vN`, labelled
 /// `owner=helm,name=R`; its `release` key is base64 of gzipped JSON.
 pub async fn read_history(kube: &Kube, release: &str) -> Result<Vec<Revision>, HostError> {
+    let mut all = read_histories(kube, &[release.to_string()]).await?;
+    Ok(all.remove(release).unwrap_or_default())
+}
+
+/// The revisions of every release in `releases`, oldest first, from one list of Secrets.
+pub async fn read_histories(
+    kube: &Kube,
+    releases: &[String],
+) -> Result<BTreeMap<String, Vec<Revision>>, HostError> {
     let api = kube.api::<Secret>();
+    let selector = match releases {
+        [one] => format!("owner=helm,name={one}"),
+        many => format!("owner=helm,name in ({})", many.join(",")),
+    };
     let list = kube
         .call(
             Op::all("list", "secrets"),
-            api.list(&ListParams::default().labels(&format!("owner=helm,name={release}"))),
+            api.list(&ListParams::default().labels(&selector)),
         )
         .await?;
-    let mut revisions = Vec::new();
+    let mut found: BTreeMap<String, Vec<Revision>> = BTreeMap::new();
     for secret in list.items {
         let name = secret.metadata.name.clone().unwrap_or_default();
+        let release = secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("name"))
+            .cloned()
+            .unwrap_or_default();
         let Some(data) = secret.data.as_ref().and_then(|d| d.get("release")) else {
             continue;
         };
         let decoded = decode_release(&data.0).map_err(|e| {
             HostError::Failed(format!("cannot read the Helm release Secret {name}: {e}"))
         })?;
-        revisions.push(revision_of(&decoded));
+        found
+            .entry(release)
+            .or_default()
+            .push(revision_of(&decoded));
     }
-    if revisions.is_empty() {
-        return Err(HostError::Failed(format!(
-            "no Helm release '{release}' in namespace {} (no Secret labelled owner=helm,name={release}); check the release name with `helm list -n {}`",
-            kube.namespace, kube.namespace
-        )));
+    let missing: Vec<&String> = releases
+        .iter()
+        .filter(|r| found.get(*r).is_none_or(|v| v.is_empty()))
+        .collect();
+    match missing.as_slice() {
+        [] => {}
+        [release] => {
+            return Err(HostError::Failed(format!(
+                "no Helm release '{release}' in namespace {} (no Secret labelled owner=helm,name={release}); check the release name with `helm list -n {}`",
+                kube.namespace, kube.namespace
+            )));
+        }
+        many => {
+            let quoted: Vec<String> = many.iter().map(|r| format!("'{r}'")).collect();
+            return Err(HostError::Failed(format!(
+                "no Helm releases {} in namespace {} (no Secret labelled owner=helm with those names); check the release names with `helm list -n {}`",
+                quoted.join(", "),
+                kube.namespace,
+                kube.namespace
+            )));
+        }
     }
-    revisions.sort_by_key(|r| r.revision);
-    Ok(revisions)
+    for revisions in found.values_mut() {
+        revisions.sort_by_key(|r| r.revision);
+    }
+    found.retain(|name, _| releases.contains(name));
+    Ok(found)
 }
 
 pub fn decode_release(raw: &[u8]) -> Result<Value, String> {

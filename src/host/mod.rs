@@ -179,6 +179,29 @@ impl<'e> Registrar<'e> {
     }
 }
 
+/// Every outcome of a batch (one per name, in order), or one error naming each failure: a batch
+/// function reports all of its failures at once, not only the first.
+pub(crate) fn all_or_failed<T, E: std::fmt::Display>(
+    names: &[String],
+    outcomes: Vec<Result<T, E>>,
+    what_failed: &str,
+) -> Result<Vec<T>, HostError> {
+    let failed: Vec<String> = names
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(n, o)| o.as_ref().err().map(|e| format!("{n}: {e}")))
+        .collect();
+    if !failed.is_empty() {
+        return Err(HostError::Failed(format!(
+            "{} of {} {what_failed} — {}",
+            failed.len(),
+            names.len(),
+            failed.join(" — ")
+        )));
+    }
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
 /// Every host module, wired in one list.
 pub fn register_all(registrar: &mut Registrar, session: &Arc<Session>) {
     core::register(registrar, session);

@@ -13,7 +13,7 @@ use crate::host::http::describe_request_error;
 use crate::session::Session;
 use api::Sample;
 use push::Number;
-use rhai::{Dynamic, EvalAltResult, Map};
+use rhai::{Array, Dynamic, EvalAltResult, Map};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -44,6 +44,24 @@ const P95_LATENCY: FnDoc = FnDoc {
     signature: "(opts?: #{service, window}) -> #{value, has_data, query}",
     summary: "Returns the 95th percentile of request durations in milliseconds over a window (default 5m), for one service or all of them.",
     example: r#"let p = prom::p95_latency(#{ service: "analysis-service" }); if p.has_data && p.value > 500.0 { log("warn", `p95 is ${p.value} ms`); }"#,
+    effect: Effect::Read,
+};
+
+const ERROR_RATES: FnDoc = FnDoc {
+    module: Some("prom"),
+    name: "error_rates",
+    signature: "(services: array, opts?: #{window}) -> #{service: #{value, has_data, query}}",
+    summary: "Returns prom::error_rate for each service from one query grouped by service, so its time does not grow with the platform; a service without requests has has_data false.",
+    example: r#"let rates = prom::error_rates(["analysis-service", "file-watcher"], #{ window: "2m" }); for name in rates.keys() { if rates[name].value > 5.0 { log("warn", `${name}: ${rates[name].value}%`); } }"#,
+    effect: Effect::Read,
+};
+
+const P95_LATENCIES: FnDoc = FnDoc {
+    module: Some("prom"),
+    name: "p95_latencies",
+    signature: "(services: array, opts?: #{window}) -> #{service: #{value, has_data, query}}",
+    summary: "Returns prom::p95_latency for each service from one query grouped by service; a service without requests has has_data false.",
+    example: r#"let p95 = prom::p95_latencies(["analysis-service"]); if p95["analysis-service"].value > 500.0 { log("warn", "slow"); }"#,
     effect: Effect::Read,
 };
 
@@ -90,6 +108,21 @@ impl Default for SliOptions {
         SliOptions {
             service: String::new(),
             window: "5m".into(),
+        }
+    }
+}
+
+/// The options of the many-service forms: the services are an argument.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct WindowOptions {
+    window: String,
+}
+
+impl Default for WindowOptions {
+    fn default() -> Self {
+        WindowOptions {
+            window: SliOptions::default().window,
         }
     }
 }
@@ -150,6 +183,17 @@ pub fn register(r: &mut Registrar, session: &Arc<Session>) {
     r.func(&P95_LATENCY, move |opts: Map| {
         indicator(&s, &P95_LATENCY, opts)
     });
+
+    for doc in [&ERROR_RATES, &P95_LATENCIES] {
+        let s = session.clone();
+        r.func(doc, move |services: Array| {
+            indicators(&s, doc, services, Map::new())
+        });
+        let s = session.clone();
+        r.func(doc, move |services: Array, opts: Map| {
+            indicators(&s, doc, services, opts)
+        });
+    }
 
     let s = session.clone();
     r.func(&PUSH, move |job: &str, metrics: Map| {
@@ -229,9 +273,75 @@ fn indicator(session: &Session, doc: &FnDoc, opts: Map) -> Result<Dynamic, Box<E
     })
 }
 
+/// `prom::error_rates` and `prom::p95_latencies`: one query grouped by service, one number
+/// per service.
+fn indicators(
+    session: &Session,
+    doc: &FnDoc,
+    services: Array,
+    opts: Map,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let f = doc.qualified_name();
+    let prepared = (|| -> Result<_, HostError> {
+        let o: WindowOptions = options::parse(&f, opts)?;
+        let names = services
+            .into_iter()
+            .map(|s| {
+                s.into_immutable_string()
+                    .map(|s| s.to_string())
+                    .map_err(|t| {
+                        HostError::Invalid(format!("services must be names (strings), got a {t}"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let metrics = &session.platform.metrics;
+        let promql = if doc.name == ERROR_RATES.name {
+            promql::error_rates(metrics, &names, &o.window)?
+        } else {
+            promql::p95_latencies(metrics, &names, &o.window)?
+        };
+        Ok((o, names, promql, prometheus_url(session)?))
+    })();
+    let (o, names, promql, base) = prepared.map_err(|e| e.into_rhai(&f))?;
+    let client = session.http();
+    let label = session.platform.metrics.service_label.clone();
+    let args = json!({"services": names, "opts": o});
+    let timeout = Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS);
+    session.read(&f, args, async move {
+        let samples = api::instant_query(&client, &base, &promql, "", timeout).await?;
+        Ok(by_service(&names, samples, &label, &promql))
+    })
+}
+
+/// Each requested service's value among `samples`, or no data when it has no series.
+fn by_service(
+    names: &[String],
+    samples: Vec<Sample>,
+    label: &str,
+    query: &str,
+) -> BTreeMap<String, Indicator> {
+    let mut values: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    for sample in samples {
+        if let Some(service) = sample.metric.get(label) {
+            values.entry(service.clone()).or_insert(sample.value);
+        }
+    }
+    names
+        .iter()
+        .map(|name| {
+            let value = values.get(name).copied().flatten();
+            (name.clone(), indicator_of(value, query.to_string()))
+        })
+        .collect()
+}
+
 /// No series, or NaN (0/0 when nothing was requested), means there is nothing to judge by.
 fn first_value(samples: Vec<Sample>, query: String) -> Indicator {
-    match samples.first().and_then(|s| s.value) {
+    indicator_of(samples.first().and_then(|s| s.value), query)
+}
+
+fn indicator_of(value: Option<f64>, query: String) -> Indicator {
+    match value {
         Some(value) => Indicator {
             value,
             has_data: true,

@@ -7,7 +7,7 @@
 //! 40 services take about as long as 4.
 
 use super::k8s::client::{self, Kube};
-use super::k8s::{self, deployment, mutation, names, slot};
+use super::k8s::{deployment, mutation, names, slot};
 use super::{Effect, FnDoc, HostError, Registrar, options};
 use crate::session::Session;
 use rhai::{Array, Dynamic, EvalAltResult, Map};
@@ -224,7 +224,7 @@ fn deployments(s: &Arc<Session>, list: Array) -> Outcome {
         let reads = names.iter().map(|n| deployment::get(&kube, n));
         let outcomes = futures::future::join_all(reads).await;
         Ok(
-            k8s::all_or_failed(&names, outcomes, "Deployments could not be read")?
+            super::all_or_failed(&names, outcomes, "Deployments could not be read")?
                 .iter()
                 .map(deployment::describe)
                 .collect::<Vec<_>>(),
@@ -277,9 +277,10 @@ async fn plan(
     all_or_nothing: bool,
 ) -> Result<BatchPlan, HostError> {
     let started = Instant::now();
+    let listed = slot::Listed::read(kube).await?;
     let checks = targets
         .iter()
-        .map(|(service, to)| slot::plan(kube, service, to.as_deref(), options));
+        .map(|(service, to)| slot::plan_in(kube, service, to.as_deref(), options, &listed));
     let outcomes = futures::future::join_all(checks).await;
     let mut plans = Vec::new();
     let mut refused = Vec::new();

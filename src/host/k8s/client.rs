@@ -9,12 +9,19 @@ use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// One API request that gets no answer in this time fails (a stopped or wedged API server must
 /// not hold a rollback until the whole budget is gone).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Requests in flight at once per client. The client speaks HTTP/1.1, so every concurrent
+/// request beyond the idle connections opens a new TLS connection: a batch over 40 services
+/// sent all at once spent most of its time in handshakes. Queued requests reuse these
+/// connections instead, so a batch's time hardly grows with its size.
+const IN_FLIGHT: usize = 8;
 
 /// A client for one environment: the API, its namespace, and where it points (for messages).
 #[derive(Clone)]
@@ -23,6 +30,7 @@ pub struct Kube {
     pub namespace: String,
     /// `https://127.0.0.1:6443 (context production)`: what an error message names.
     pub server: String,
+    in_flight: Arc<Semaphore>,
 }
 
 /// Where an environment's kubeconfig comes from.
@@ -214,6 +222,7 @@ fn client_for(
         client,
         namespace: namespace.to_string(),
         server,
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
     })
 }
 
@@ -276,7 +285,7 @@ impl Kube {
         op: Op<'_>,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, HostError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        match self.send(request).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.explain(op, e).await),
             Err(_) => Err(self.timed_out(op)),
@@ -289,7 +298,7 @@ impl Kube {
         op: Op<'_>,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<Option<T>, HostError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        match self.send(request).await {
             Ok(Ok(value)) => Ok(Some(value)),
             // No namespace check here: a missing namespace shows up in the caller's next
             // request (a create answers 404 for it, which `call` explains).
@@ -319,12 +328,23 @@ impl Kube {
         op: Op<'_>,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, CallError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        match self.send(request).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if status_code(&e) == Some(409) => Err(CallError::Conflict),
             Ok(Err(e)) => Err(CallError::Other(self.explain(op, e).await)),
             Err(_) => Err(CallError::Other(self.timed_out(op))),
         }
+    }
+
+    /// Sends `request` once a slot is free (see `IN_FLIGHT`), within the request timeout. The
+    /// slot is given back before the caller explains an error, which may send a request too.
+    async fn send<T>(
+        &self,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, tokio::time::error::Elapsed> {
+        // Never closed, so acquiring only waits.
+        let _slot = self.in_flight.acquire().await.ok();
+        tokio::time::timeout(REQUEST_TIMEOUT, request).await
     }
 
     fn timed_out(&self, op: Op<'_>) -> HostError {

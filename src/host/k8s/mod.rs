@@ -416,31 +416,8 @@ fn wait_rollouts(s: &Arc<Session>, list: Array, timeout: Option<f64>) -> Outcome
     read(s, f, args, |kube| async move {
         let waits = names.iter().map(|n| rollout::wait(&kube, n, limit));
         let outcomes = futures::future::join_all(waits).await;
-        all_or_failed(&names, outcomes, "rollouts did not finish")
+        super::all_or_failed(&names, outcomes, "rollouts did not finish")
     })
-}
-
-/// Every outcome of a batch (one per name, in order), or one error naming each failure: a batch
-/// function reports all of its failures at once, not only the first.
-pub(crate) fn all_or_failed<T, E: std::fmt::Display>(
-    names: &[String],
-    outcomes: Vec<Result<T, E>>,
-    what_failed: &str,
-) -> Result<Vec<T>, HostError> {
-    let failed: Vec<String> = names
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(n, o)| o.as_ref().err().map(|e| format!("{n}: {e}")))
-        .collect();
-    if !failed.is_empty() {
-        return Err(HostError::Failed(format!(
-            "{} of {} {what_failed} — {}",
-            failed.len(),
-            names.len(),
-            failed.join(" — ")
-        )));
-    }
-    Ok(outcomes.into_iter().flatten().collect())
 }
 
 fn pods(s: &Arc<Session>, selector: String) -> Outcome {
@@ -589,8 +566,8 @@ mod tests {
                     || ["switch_slot", "helm_rollback"].contains(&d.name)
             })
             .collect();
-        // 19 here, 3 batch functions in host::slots.
-        assert_eq!(ours.len(), 22);
+        // 19 here, 3 batch functions in host::slots, helm::histories.
+        assert_eq!(ours.len(), 23);
         for doc in ours {
             let name = doc.qualified_name();
             assert!(doc.summary.ends_with('.'), "{name}: {}", doc.summary);

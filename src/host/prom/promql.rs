@@ -94,28 +94,84 @@ fn service_matcher(m: &Metrics, service: &str) -> Vec<String> {
     }
 }
 
-/// Percentage of requests answered 5xx over `window`, for one service or (with "") all.
-pub fn error_rate(m: &Metrics, service: &str, window: &str) -> Result<String, HostError> {
+/// One regex matcher for every name in `services`, each matched literally.
+fn services_matcher(m: &Metrics, services: &[String]) -> Result<Vec<String>, HostError> {
+    if services.is_empty() {
+        return Err(HostError::Invalid(
+            "no services given: pass at least one service name".into(),
+        ));
+    }
+    let alternatives: Vec<String> = services.iter().map(|s| quote_meta(s)).collect();
+    Ok(vec![format!(
+        "{}=~{}",
+        m.service_label,
+        string_literal(&alternatives.join("|"))
+    )])
+}
+
+/// `s` as a regex matching exactly itself, escaping what Go's `regexp.QuoteMeta` escapes (the
+/// queries are RE2, and names such as `analysis-service` stay readable).
+fn quote_meta(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `sum(errors) / sum(all) * 100` over the requests `matchers` select, summed `by` ("" for
+/// one series, " by (label) " for one series per label value).
+fn ratio(m: &Metrics, matchers: Vec<String>, by: &str, window: &str) -> Result<String, HostError> {
     check_metrics(m)?;
     check_window(window)?;
-    let all = service_matcher(m, service);
-    let mut errors = all.clone();
+    let mut errors = matchers.clone();
     errors.push(format!("{}=~\"5..\"", m.status_label));
     Ok(format!(
-        "sum(rate({})) / sum(rate({})) * 100",
+        "sum{by}(rate({})) / sum{by}(rate({})) * 100",
         selector(&m.requests_total, &errors, window),
-        selector(&m.requests_total, &all, window)
+        selector(&m.requests_total, &matchers, window)
     ))
+}
+
+/// `histogram_quantile` of the durations `matchers` select, summed `by (labels)`, in ms.
+fn quantile(
+    m: &Metrics,
+    matchers: Vec<String>,
+    by: &str,
+    window: &str,
+) -> Result<String, HostError> {
+    check_metrics(m)?;
+    check_window(window)?;
+    Ok(format!(
+        "histogram_quantile(0.95, sum by ({by}) (rate({}))) * 1000",
+        selector(&m.duration_bucket, &matchers, window)
+    ))
+}
+
+/// Percentage of requests answered 5xx over `window`, for one service or (with "") all.
+pub fn error_rate(m: &Metrics, service: &str, window: &str) -> Result<String, HostError> {
+    ratio(m, service_matcher(m, service), "", window)
+}
+
+/// `error_rate` for each of `services` in one query: one series per service, labelled with
+/// the service label. A service without requests has no series.
+pub fn error_rates(m: &Metrics, services: &[String], window: &str) -> Result<String, HostError> {
+    let by = format!(" by ({}) ", m.service_label);
+    ratio(m, services_matcher(m, services)?, &by, window)
 }
 
 /// The 95th percentile of request durations over `window`, in milliseconds.
 pub fn p95_latency(m: &Metrics, service: &str, window: &str) -> Result<String, HostError> {
-    check_metrics(m)?;
-    check_window(window)?;
-    Ok(format!(
-        "histogram_quantile(0.95, sum by (le) (rate({}))) * 1000",
-        selector(&m.duration_bucket, &service_matcher(m, service), window)
-    ))
+    quantile(m, service_matcher(m, service), "le", window)
+}
+
+/// `p95_latency` for each of `services` in one query, one series per service.
+pub fn p95_latencies(m: &Metrics, services: &[String], window: &str) -> Result<String, HostError> {
+    let by = format!("{}, le", m.service_label);
+    quantile(m, services_matcher(m, services)?, &by, window)
 }
 
 #[cfg(test)]
@@ -142,6 +198,22 @@ mod tests {
             p95_latency(&m, "file-watcher", "10m").unwrap(),
             r#"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{service="file-watcher"}[10m]))) * 1000"#
         );
+    }
+
+    #[test]
+    fn one_query_for_many_services_matches_each_name_literally() {
+        let m = Metrics::default();
+        let names = ["analysis-service".to_string(), "svc.01".to_string()];
+        assert_eq!(
+            error_rates(&m, &names, "2m").unwrap(),
+            r#"sum by (service) (rate(http_requests_total{service=~"analysis-service|svc\\.01",status=~"5.."}[2m])) / sum by (service) (rate(http_requests_total{service=~"analysis-service|svc\\.01"}[2m])) * 100"#
+        );
+        assert_eq!(
+            p95_latencies(&m, &names[..1], "5m").unwrap(),
+            r#"histogram_quantile(0.95, sum by (service, le) (rate(http_request_duration_seconds_bucket{service=~"analysis-service"}[5m]))) * 1000"#
+        );
+        let err = error_rates(&m, &[], "5m").unwrap_err().to_string();
+        assert!(err.contains("no services given"), "{err}");
     }
 
     #[test]
