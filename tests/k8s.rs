@@ -7,7 +7,7 @@ mod common;
 
 use cluster::{Cluster, cluster, deployment, service};
 use common::{Run, Test};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A run of `text` on the test environment of namespace `ns`, not yet started.
 fn test(c: &Cluster, ns: &str, text: &str) -> Test {
@@ -443,6 +443,80 @@ fn switch_slot_refuses_a_pending_standby_and_changes_nothing() {
     // A standby scaled to zero is just as unready.
     c.kubectl(&["-n", &ns, "scale", "deployment/shop-green", "--replicas=0"]);
     run_fail_unchanged(c, &ns);
+}
+
+/// Blue/green service `name` on blue, with both slots ready.
+fn ready_pair(c: &Cluster, ns: &str, name: &str) {
+    for (slot, version) in [("blue", "v1"), ("green", "v2")] {
+        c.apply(
+            ns,
+            &deployment(
+                &format!("{name}-{slot}"),
+                &[("app", name), ("slot", slot), ("version", version)],
+                &format!("{name}:{version}"),
+                2,
+                "",
+            ),
+        );
+    }
+    c.apply(ns, &service(name, &[("app", name), ("slot", "blue")]));
+    c.rollout_status(ns, &format!("{name}-blue"));
+    c.rollout_status(ns, &format!("{name}-green"));
+}
+
+#[test]
+fn switch_slots_checks_each_target_from_one_listing_and_refuses_the_unready() {
+    let c = cluster();
+    let ns = c.namespace("batch");
+    blue_green(c, &ns, "blue", UNSCHEDULABLE);
+    ready_pair(c, &ns, "cart");
+    ready_pair(c, &ns, "bag");
+    let shop_before = c.json(&["-n", &ns, "get", "service", "shop"]);
+
+    // All or nothing: shop's standby is pending, so no Service is switched.
+    let run = script(
+        c,
+        &ns,
+        r#"k8s::switch_slots(["shop", "cart", "bag"], #{ all_or_nothing: true });"#,
+    );
+    run.code(1)
+        .stderr_has("1 of 3 target slots are not ready, so no Service was switched")
+        .stderr_has("slot green of shop is not ready");
+    for name in ["shop", "cart", "bag"] {
+        assert_eq!(selector(c, &ns, name)["slot"], "blue", "{name}");
+    }
+
+    // Otherwise the ready ones switch and shop is listed as refused, untouched.
+    let run = run_ok(c, &ns, r#"k8s::switch_slots(["shop", "cart", "bag"]);"#);
+    let r = result(&run, "switch_slots");
+    let switched = r["switched"].as_array().unwrap();
+    assert_eq!(switched.len(), 2, "{r}");
+    for s in switched {
+        // Each target counts only its own pods: 4 ready pods are labelled slot=green.
+        assert_eq!(
+            (&s["ready_pods"], &s["endpoints"]),
+            (&json!(2), &json!(2)),
+            "{s}"
+        );
+        assert_eq!(
+            (&s["from"], &s["to"]),
+            (&json!("blue"), &json!("green")),
+            "{s}"
+        );
+    }
+    assert_eq!(r["refused"][0]["service"], "shop", "{r}");
+    let error = r["refused"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("0 ready pods") && error.contains("Pending"),
+        "{error}"
+    );
+    assert_eq!(selector(c, &ns, "cart")["slot"], "green");
+    assert_eq!(selector(c, &ns, "bag")["slot"], "green");
+    let shop_after = c.json(&["-n", &ns, "get", "service", "shop"]);
+    assert_eq!(
+        shop_before["metadata"]["resourceVersion"],
+        shop_after["metadata"]["resourceVersion"]
+    );
 }
 
 fn run_fail_unchanged(c: &Cluster, ns: &str) {

@@ -80,6 +80,13 @@ fn full_switches_every_service_or_falls_back_to_helm_and_its_plan_changes_nothin
                 .then_some(())
         },
     );
+    // The sandbox's health endpoints follow the cluster by polling it: wait until they do.
+    let health = sandbox.health_url("file-watcher", "blue");
+    common::wait_until(
+        "the sandbox to see file-watcher-blue down",
+        std::time::Duration::from_secs(60),
+        || (common::http_get(&health).0 != 200).then_some(()),
+    );
     let run = sandbox.procedure(&["--yes"], "full", &[]);
     run.success()
         .stderr_has("blue/green switch not possible, rolling back with Helm")

@@ -81,11 +81,13 @@ fn healthy_platform_validates_and_marks_the_milestone() {
         .stderr_has("validated: 2/2 services healthy")
         .stderr_has("file-watcher: no request metrics in the last 5m, error rate not judged");
     let journal = run.journal();
-    let rate = journal
+    let rates = journal
         .iter()
-        .find(|r| r["function"] == "prom::error_rate")
+        .find(|r| r["function"] == "prom::error_rates")
         .unwrap();
-    let value = rate["outcome"]["result"]["value"].as_f64().unwrap();
+    let value = rates["outcome"]["result"]["analysis-service"]["value"]
+        .as_f64()
+        .unwrap();
     assert!((value - 2.0).abs() < 1e-6, "error rate {value}");
     assert!(
         journal

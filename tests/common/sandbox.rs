@@ -91,6 +91,18 @@ impl Sandbox {
         self.home().join("environments/sandbox.toml")
     }
 
+    /// The health URL of `service`'s `slot`, from the environment `sandbox up` wrote.
+    pub fn health_url(&self, service: &str, slot: &str) -> String {
+        let environment = std::fs::read_to_string(self.environment_file()).unwrap();
+        environment
+            .lines()
+            .find_map(|l| l.strip_prefix("health_url = "))
+            .expect("the sandbox environment has a health_url")
+            .trim_matches('"')
+            .replace("{service}", service)
+            .replace("{slot}", slot)
+    }
+
     /// A `rollback` command with this sandbox's home, platform and exported variables.
     pub fn test(&self) -> Test {
         let mut test = Test::new()
