@@ -253,7 +253,7 @@ fn the_many_service_forms_refuse_what_they_cannot_query() {
         .stderr_has("no services given");
     run_with_prometheus(r#"prom::p95_latencies(["analysis-service", 42]);"#)
         .code(2)
-        .stderr_has("services must be names (strings)");
+        .stderr_has("every service must be a string, found a");
     run_with_prometheus(r#"prom::error_rates(["analysis-service"], #{ window: "5 m" });"#)
         .code(2)
         .stderr_has("is not a Prometheus duration");

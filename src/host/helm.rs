@@ -150,13 +150,9 @@ fn histories(s: &Arc<Session>, releases: Array) -> Result<Dynamic, Box<EvalAltRe
                 "no releases given: pass at least one Helm release name".into(),
             ));
         }
-        let mut names = Vec::new();
-        for release in releases {
-            let release = release.into_immutable_string().map_err(|t| {
-                HostError::Invalid(format!("releases must be names (strings), got a {t}"))
-            })?;
-            check_release(&release)?;
-            names.push(release.to_string());
+        let names = options::strings(releases, "Helm release")?;
+        for release in &names {
+            check_release(release)?;
         }
         Ok(names)
     })()

@@ -1,4 +1,5 @@
-//! Option maps (`#{ timeout: 5, retries: 3 }`) turned into typed structs that reject unknown keys.
+//! Script arguments: option maps (`#{ timeout: 5, retries: 3 }`) turned into typed structs that
+//! reject unknown keys, and arrays whose items must be strings.
 
 use super::HostError;
 use serde::de::DeserializeOwned;
@@ -52,4 +53,16 @@ pub fn timeout(function: &str, value: f64) -> Result<std::time::Duration, HostEr
         ));
     }
     seconds(function, "timeout", value)
+}
+
+/// The items of a script array that must all be strings; `what` names one item in the error
+/// ("service", "image reference", "Helm release").
+pub fn strings(list: rhai::Array, what: &str) -> Result<Vec<String>, HostError> {
+    list.into_iter()
+        .map(|item| {
+            item.into_string().map_err(|t| {
+                HostError::Invalid(format!("every {what} must be a string, found a {t}"))
+            })
+        })
+        .collect()
 }

@@ -284,16 +284,7 @@ fn indicators(
     let f = doc.qualified_name();
     let prepared = (|| -> Result<_, HostError> {
         let o: WindowOptions = options::parse(&f, opts)?;
-        let names = services
-            .into_iter()
-            .map(|s| {
-                s.into_immutable_string()
-                    .map(|s| s.to_string())
-                    .map_err(|t| {
-                        HostError::Invalid(format!("services must be names (strings), got a {t}"))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let names = options::strings(services, "service")?;
         let metrics = &session.platform.metrics;
         let promql = if doc.name == ERROR_RATES.name {
             promql::error_rates(metrics, &names, &o.window)?

@@ -120,13 +120,10 @@ fn images_exist(
         let timeout = options::timeout(&f, o.timeout)?;
         let mut names = Vec::new();
         let mut checks = Vec::new();
-        for image in images {
-            let image = image.into_immutable_string().map_err(|t| {
-                HostError::Invalid(format!("images must be references (strings), got a {t}"))
-            })?;
+        for image in options::strings(images, "image reference")? {
             let reference = reference::parse(&image)?;
             checks.push((endpoint(session, &reference.host)?, reference));
-            names.push(image.to_string());
+            names.push(image);
         }
         Ok((o, timeout, names, checks))
     })();

@@ -152,13 +152,7 @@ fn from_array(services: Array) -> Targets {
 }
 
 fn names_of(list: Array) -> Result<Vec<String>, HostError> {
-    list.into_iter()
-        .map(|item| {
-            item.into_string().map_err(|t| {
-                HostError::Invalid(format!("every service must be a string, found a {t}"))
-            })
-        })
-        .collect()
+    options::strings(list, "service")
 }
 
 fn check_services<'a>(names: impl Iterator<Item = &'a String>) -> Result<(), HostError> {
