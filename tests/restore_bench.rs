@@ -52,13 +52,7 @@ fn baseline(sandbox: &Sandbox) -> Timing {
     incident(sandbox);
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/runbook_traffic_rollback.sh");
-    let environment = std::fs::read_to_string(sandbox.environment_file()).unwrap();
-    let template = environment
-        .lines()
-        .find_map(|l| l.strip_prefix("health_url = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
+    let template = sandbox.health_url_template();
     let started = Instant::now();
     let out = Command::new("bash")
         .arg(&script)

@@ -210,7 +210,7 @@ pub async fn read_histories(
     }
     let missing: Vec<&String> = releases
         .iter()
-        .filter(|r| found.get(*r).is_none_or(|v| v.is_empty()))
+        .filter(|r| !found.contains_key(*r))
         .collect();
     match missing.as_slice() {
         [] => {}
@@ -230,10 +230,10 @@ pub async fn read_histories(
             )));
         }
     }
+    // The label selector returns only these releases, so `found` holds nothing else.
     for revisions in found.values_mut() {
         revisions.sort_by_key(|r| r.revision);
     }
-    found.retain(|name, _| releases.contains(name));
     Ok(found)
 }
 

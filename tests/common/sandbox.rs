@@ -91,14 +91,20 @@ impl Sandbox {
         self.home().join("environments/sandbox.toml")
     }
 
-    /// The health URL of `service`'s `slot`, from the environment `sandbox up` wrote.
-    pub fn health_url(&self, service: &str, slot: &str) -> String {
+    /// The `health_url` template (`{service}`, `{slot}`) of the environment `sandbox up` wrote.
+    pub fn health_url_template(&self) -> String {
         let environment = std::fs::read_to_string(self.environment_file()).unwrap();
         environment
             .lines()
             .find_map(|l| l.strip_prefix("health_url = "))
             .expect("the sandbox environment has a health_url")
             .trim_matches('"')
+            .to_string()
+    }
+
+    /// The health URL of `service`'s `slot`.
+    pub fn health_url(&self, service: &str, slot: &str) -> String {
+        self.health_url_template()
             .replace("{service}", service)
             .replace("{slot}", slot)
     }
